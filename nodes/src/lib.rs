@@ -1,1 +1,22 @@
-//! nodes
+//! ComfyUI nodes: the node-authoring API (schemas, values, inputs/outputs, context, registry)
+//! and the node implementations, with ComfyUI's names, inputs and `/object_info` schema.
+//!
+//! A node is a [`schema::NodeSchema`] plus one function ([`registry::RunFn`]); families of
+//! nodes live one file each (`image.rs`, `latent.rs`, ...) and [`builtin_registry`] lists them.
+
+pub mod context;
+pub mod env;
+pub mod error;
+pub mod imageops;
+pub mod io;
+pub mod registry;
+pub mod schema;
+pub mod value;
+
+pub use context::{Ctx, Interrupt, Preview, Reporter};
+pub use env::Env;
+pub use error::{NodeError, NodeResult};
+pub use io::{Inputs, Outputs, Slot};
+pub use registry::{Fingerprint, NodeDef, Registry};
+pub use schema::{Hidden, InputDef, NodeSchema, OutputDef};
+pub use value::{Json, Latent, LatentSamples, Object, Value};
