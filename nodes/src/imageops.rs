@@ -484,8 +484,8 @@ fn bislerp(p: &Planes, width: usize, height: usize) -> Planes {
                     b[ch] = p.at(n, ch, y, x2.min(p.w - 1));
                 }
                 slerp(&a, &b, ratio, &mut r);
-                for ch in 0..c {
-                    mid.data[((n * c + ch) * p.h + y) * width + ox] = r[ch];
+                for (ch, v) in r.iter().enumerate() {
+                    mid.data[((n * c + ch) * p.h + y) * width + ox] = *v;
                 }
             }
         }
@@ -499,8 +499,8 @@ fn bislerp(p: &Planes, width: usize, height: usize) -> Planes {
                     b[ch] = mid.at(n, ch, y2.min(p.h - 1), x);
                 }
                 slerp(&a, &b, ratio, &mut r);
-                for ch in 0..c {
-                    out.data[((n * c + ch) * height + oy) * width + x] = r[ch];
+                for (ch, v) in r.iter().enumerate() {
+                    out.data[((n * c + ch) * height + oy) * width + x] = *v;
                 }
             }
         }
