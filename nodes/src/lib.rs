@@ -7,8 +7,12 @@
 pub mod context;
 pub mod env;
 pub mod error;
+pub mod files;
+pub mod image;
 pub mod imageops;
 pub mod io;
+pub mod latent;
+pub mod primitive;
 pub mod registry;
 pub mod schema;
 pub mod value;
@@ -20,3 +24,12 @@ pub use io::{Inputs, Outputs, Slot};
 pub use registry::{Fingerprint, NodeDef, Registry};
 pub use schema::{Hidden, InputDef, NodeSchema, OutputDef};
 pub use value::{Json, Latent, LatentSamples, Object, Value};
+
+/// A registry with every built-in node.
+pub fn builtin_registry() -> Registry {
+    let mut r = Registry::new();
+    image::register(&mut r);
+    latent::register(&mut r);
+    primitive::register(&mut r);
+    r
+}
