@@ -21,12 +21,8 @@ fn reference() -> Value {
 }
 
 fn normalise(mut v: Value) -> Value {
-    if v["python_module"] == "." {
-        v["python_module"] = Value::from("<v3 module>");
-    } else if v["python_module"]
-        .as_str()
-        .is_some_and(|m| m.starts_with("comfy_extras."))
-    {
+    let module = v["python_module"].as_str().unwrap_or_default();
+    if module == "." || module.starts_with("comfy_extras.") {
         v["python_module"] = Value::from("<v3 module>");
     }
     v
