@@ -290,3 +290,147 @@ mod tests {
         );
     }
 }
+
+/// Errors reading `extra_model_paths.yaml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelPathsError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed.
+    #[error("{path}: {message}")]
+    Yaml {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ModelFolders {
+    /// Adds the search paths of an `extra_model_paths.yaml` (ComfyUI's format: groups with an
+    /// optional `base_path`, then `folder: path` entries, several paths separated by newlines;
+    /// relative paths are taken from `base_path`, or from the YAML's folder).
+    pub fn load_extra_paths(&mut self, path: &Path) -> Result<(), ModelPathsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelPathsError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let yaml_err = |message: String| ModelPathsError::Yaml {
+            path: path.display().to_string(),
+            message,
+        };
+        let docs =
+            yaml_rust2::YamlLoader::load_from_str(&text).map_err(|e| yaml_err(e.to_string()))?;
+        let yaml_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let Some(doc) = docs.first() else {
+            return Ok(());
+        };
+        let Some(groups) = doc.as_hash() else {
+            return if doc.is_null() {
+                Ok(())
+            } else {
+                Err(yaml_err("expected a mapping of groups".into()))
+            };
+        };
+        for (group_name, group) in groups {
+            let Some(entries) = group.as_hash() else {
+                return Err(yaml_err(format!(
+                    "group {:?} is not a mapping",
+                    group_name.as_str().unwrap_or("?")
+                )));
+            };
+            let key = |k: &str| yaml_rust2::Yaml::String(k.to_string());
+            let base = entries
+                .get(&key("base_path"))
+                .and_then(|b| b.as_str())
+                .map(|b| resolve(&yaml_dir, &expand_home(b)))
+                .unwrap_or_else(|| yaml_dir.clone());
+            for (folder, value) in entries {
+                let Some(folder) = folder.as_str() else {
+                    continue;
+                };
+                if matches!(folder, "base_path" | "is_default" | "download_model_base") {
+                    continue;
+                }
+                let folder = LEGACY_ALIASES
+                    .iter()
+                    .find(|(l, _)| *l == folder)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(folder);
+                let Some(paths) = value.as_str() else {
+                    continue;
+                };
+                for line in paths.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    self.add_path(folder, resolve(&base, &expand_home(line)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expand_home(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => p.to_string(),
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod extra_paths_tests {
+    use super::*;
+
+    #[test]
+    fn reads_comfyui_extra_model_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("extra_model_paths.yaml");
+        std::fs::write(
+            &yaml,
+            "comfyui:\n  base_path: /srv/comfy\n  checkpoints: models/checkpoints/\n  clip: models/clip/\n  loras: |\n    models/loras\n    /abs/loras\nother:\n  vae: vaes\n",
+        )
+        .unwrap();
+        let mut folders = ModelFolders::default();
+        folders.load_extra_paths(&yaml).unwrap();
+        assert_eq!(
+            folders.paths("checkpoints"),
+            [PathBuf::from("/srv/comfy/models/checkpoints/")]
+        );
+        assert_eq!(
+            folders.paths("text_encoders"),
+            [PathBuf::from("/srv/comfy/models/clip/")]
+        );
+        assert_eq!(
+            folders.paths("loras"),
+            [
+                PathBuf::from("/srv/comfy/models/loras"),
+                PathBuf::from("/abs/loras")
+            ]
+        );
+        assert_eq!(folders.paths("vae"), [dir.path().join("vaes")]);
+    }
+
+    #[test]
+    fn malformed_yaml_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("bad.yaml");
+        std::fs::write(&yaml, "comfyui: [unclosed").unwrap();
+        assert!(ModelFolders::default().load_extra_paths(&yaml).is_err());
+        std::fs::write(&yaml, "comfyui: 5\n").unwrap();
+        assert!(ModelFolders::default().load_extra_paths(&yaml).is_err());
+    }
+}
