@@ -49,6 +49,16 @@ pub struct VideoGrid {
 }
 
 impl VideoGrid {
+    /// The latent grid of a `frames x height x width` pixel video (ltx-core's
+    /// `VideoLatentShape.from_pixel_shape`: `(frames - 1) / 8 + 1`, `height / 32`, `width / 32`).
+    pub fn from_pixels(frames: usize, height: usize, width: usize, scale: ScaleFactors) -> Self {
+        Self {
+            frames: frames.saturating_sub(1) / scale.time + 1,
+            height: height / scale.height,
+            width: width / scale.width,
+        }
+    }
+
     /// Number of tokens (patch size 1).
     pub fn tokens(&self) -> usize {
         self.frames * self.height * self.width
