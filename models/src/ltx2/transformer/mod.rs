@@ -12,6 +12,7 @@ mod attention;
 mod block;
 mod config;
 mod embeddings;
+mod inputs;
 mod linear;
 mod model;
 mod ops;
@@ -22,8 +23,9 @@ mod rope;
 
 pub use attention::{AttentionBias, MAX_SCORE_ELEMENTS};
 pub use config::{CHECKPOINT_PREFIX, RopeType, TransformerConfig};
+pub use inputs::{AvOutput, CrossModalTimesteps, ForwardOptions, ModalityInput};
 pub use linear::{Linear, LoraMode, LoraPatch, Weight, fused_weight};
-pub use model::{AvOutput, CrossModalTimesteps, ForwardOptions, LtxAvModel, ModalityInput};
+pub use model::LtxAvModel;
 pub use ops::to_denoised;
 pub use perturbation::{BatchPerturbations, Perturbation, PerturbationKind};
 pub use rope::{Rope, RopeSpec};
