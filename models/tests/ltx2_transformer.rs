@@ -363,3 +363,16 @@ fn unknown_lora_keys_are_reported() {
     );
     assert_eq!(report.patched_layers, lora.modules.len() - 2);
 }
+
+/// bf16 weights and activations vs the f32 reference. The fixture README allows 0.2 for the
+/// transformer because ltx-core's own bf16 run is off by 0.145 (tolerances.json), mostly from
+/// rounding video positions to bf16 before RoPE. We keep positions in f32 and normalise and
+/// soft-max in f32, and measure ~1e-2; 0.05 (the README's bf16 bound for the other
+/// components) keeps that margin while catching a precision regression.
+const BF16_TOL: f64 = 0.05;
+
+#[test]
+fn bf16_model_stays_within_the_bf16_bound() {
+    let c = Checks::open("a_transformer");
+    check_outputs(&load_model(DType::BF16), &c, "", BF16_TOL);
+}
