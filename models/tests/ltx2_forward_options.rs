@@ -1,11 +1,12 @@
-//! Guidance perturbations (STG, isolated modalities) and per-item batching of the transformer.
+//! Forward options and optional inputs of the transformer: guidance perturbations (STG,
+//! isolated modalities), per-item batching, the cross-modal timestep source, text masks.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use models::checkpoint::CheckpointHeader;
 use models::ltx2::transformer::{
-    BatchPerturbations, CHECKPOINT_PREFIX, ForwardOptions, LtxAvModel, ModalityInput, Perturbation,
-    TransformerConfig,
+    BatchPerturbations, CHECKPOINT_PREFIX, CrossModalTimesteps, ForwardOptions, LtxAvModel,
+    ModalityInput, Perturbation, TransformerConfig,
 };
 use models::parity::{Checks, assert_close, compare, model_path};
 
@@ -147,4 +148,43 @@ fn skipping_every_self_attention_makes_tokens_independent() {
             &changed.0.narrow(1, 0, 1).unwrap()
         ) > 1e-4
     );
+}
+
+#[test]
+fn own_token_timesteps_equal_sigma_when_every_token_is_noisy() {
+    let model = load_model();
+    let (v, a) = inputs();
+    let own = ForwardOptions {
+        cross_modal_timesteps: CrossModalTimesteps::OwnTokenTimesteps,
+        ..Default::default()
+    };
+    let sigma = outputs(&model, &v, &a, &ForwardOptions::default());
+    let tokens = outputs(&model, &v, &a, &own);
+    assert_close("own vs sigma (video)", &tokens.0, &sigma.0, 1e-6);
+    assert_close("own vs sigma (audio)", &tokens.1, &sigma.1, 1e-6);
+    // with a clean first frame (i2v) the ComfyUI variant differs from ltx-core's
+    let c = Checks::open("a_transformer");
+    let mut vm = v.clone();
+    vm.timesteps = c.f32("in.video_timesteps_masked");
+    let sigma = outputs(&model, &vm, &a, &ForwardOptions::default());
+    let tokens = outputs(&model, &vm, &a, &own);
+    assert!(max_abs(&sigma.0, &tokens.0) > 1e-4);
+}
+
+#[test]
+fn masked_text_tokens_are_invisible() {
+    let model = load_model();
+    let (v, a) = inputs();
+    let s = v.context.dim(1).unwrap();
+    let keep = s - s / 4;
+    let mask: Vec<u8> = (0..s).map(|i| u8::from(i < keep)).collect();
+    let mut masked = v.clone();
+    masked.context_mask = Some(Tensor::from_vec(mask, (1, s), &Device::Cpu).unwrap());
+    let mut cut = v.clone();
+    cut.context = v.context.narrow(1, 0, keep).unwrap();
+    let m = outputs(&model, &masked, &a, &ForwardOptions::default());
+    let t = outputs(&model, &cut, &a, &ForwardOptions::default());
+    assert_close("masked vs truncated context", &m.0, &t.0, 1e-6);
+    let plain = outputs(&model, &v, &a, &ForwardOptions::default());
+    assert!(max_abs(&plain.0, &m.0) > 1e-4);
 }
