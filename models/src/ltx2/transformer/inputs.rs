@@ -71,7 +71,7 @@ pub struct ForwardOptions {
     pub cross_modal_timesteps: CrossModalTimesteps,
 }
 
-/// The two streams' outputs (velocities, or denoised latents from [`LtxAvModel::denoise`]).
+/// The two streams' outputs (velocities, or denoised latents from [`LtxAvModel::denoise`](super::LtxAvModel::denoise)).
 #[derive(Debug, Clone)]
 pub struct AvOutput {
     /// Video tokens `[B, Tv, out_channels]`, if video was given.

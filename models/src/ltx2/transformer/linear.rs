@@ -70,6 +70,8 @@ pub struct LoraPatch {
 #[derive(Debug, Clone)]
 pub struct Linear {
     path: String,
+    in_dim: usize,
+    out_dim: usize,
     weight: Weight,
     bias: Option<Tensor>,
     patches: Vec<LoraPatch>,
@@ -87,6 +89,8 @@ impl Linear {
         };
         Ok(Self {
             path: vb.prefix(),
+            in_dim,
+            out_dim,
             weight: Weight::Dense(weight),
             bias,
             patches: Vec::new(),
@@ -111,8 +115,7 @@ impl Linear {
 
     /// `(in, out)` widths.
     pub fn dims(&self) -> (usize, usize) {
-        let (out, inp) = self.weight.dense().dims2().unwrap_or((0, 0));
-        (inp, out)
+        (self.in_dim, self.out_dim)
     }
 
     /// Whether any LoRA patch is active.

@@ -133,7 +133,7 @@ impl StreamIo {
 
 /// The LTX-2 audio+video transformer.
 ///
-/// Cloning is cheap (weights are shared, see [`super::linear`]); a clone can carry its own LoRA
+/// Cloning is cheap (weights are shared, see [`Linear`]); a clone can carry its own LoRA
 /// patches (`crate::ltx2::lora`) without affecting the original.
 #[derive(Debug, Clone)]
 pub struct LtxAvModel {

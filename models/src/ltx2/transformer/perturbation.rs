@@ -96,7 +96,7 @@ impl BatchPerturbations {
     }
 
     /// Which items skip `kind` in `block`, as an attention [`Skip`].
-    pub fn skip(
+    pub(crate) fn skip(
         &self,
         kind: PerturbationKind,
         block: usize,
@@ -122,7 +122,7 @@ impl BatchPerturbations {
 
 /// The skips of one block, resolved for the batch.
 #[derive(Debug, Clone)]
-pub struct BlockSkips {
+pub(crate) struct BlockSkips {
     /// Video self-attention.
     pub video_self: Skip,
     /// Audio self-attention.
@@ -135,7 +135,7 @@ pub struct BlockSkips {
 
 impl BlockSkips {
     /// No perturbation.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self {
             video_self: Skip::None,
             audio_self: Skip::None,
@@ -145,7 +145,7 @@ impl BlockSkips {
     }
 
     /// Resolves `perturbations` (if any) for `block`.
-    pub fn resolve(
+    pub(crate) fn resolve(
         perturbations: Option<&BatchPerturbations>,
         block: usize,
         dtype: DType,
