@@ -7,8 +7,7 @@ use candle_nn::VarBuilder;
 use models::checkpoint::CheckpointHeader;
 use models::ltx2::lora::LoraWeights;
 use models::ltx2::transformer::{
-    AvOutput, CHECKPOINT_PREFIX, ForwardOptions, LoraMode, LoraPatch, LtxAvModel, ModalityInput,
-    TransformerConfig, fused_weight,
+    AvOutput, ForwardOptions, LoraMode, LoraPatch, LtxAvModel, ModalityInput, fused_weight,
 };
 use models::parity::{Checks, assert_close, model_path};
 
@@ -18,10 +17,9 @@ const TOL: f64 = 1e-4;
 fn load_model(dtype: DType) -> LtxAvModel {
     let path = model_path("ltx2-tiny.safetensors");
     let header = CheckpointHeader::read(&path).unwrap();
-    let cfg = TransformerConfig::from_header(&header).unwrap();
     // SAFETY: the fixture file is read-only and not modified while mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, &Device::Cpu) }.unwrap();
-    LtxAvModel::new(&cfg, vb.pp(CHECKPOINT_PREFIX)).unwrap()
+    LtxAvModel::from_checkpoint(&header, vb).unwrap()
 }
 
 fn inputs(c: &Checks, video_timesteps: &str) -> (ModalityInput, ModalityInput) {

@@ -9,13 +9,14 @@ use candle_nn::VarBuilder;
 
 use super::attention::AttentionBias;
 use super::block::{AvBlock, StreamState};
-use super::config::TransformerConfig;
+use super::config::{CHECKPOINT_PREFIX, TransformerConfig};
 use super::embeddings::{AdaLayerNormSingle, CaptionProjection};
 use super::inputs::{AvOutput, CrossModalTimesteps, ForwardOptions, ModalityInput};
 use super::linear::Linear;
 use super::ops::{layer_norm, to_denoised};
 use super::perturbation::BlockSkips;
 use super::rope::{Rope, RopeSpec};
+use crate::checkpoint::CheckpointHeader;
 use crate::{Error, Result};
 
 /// Checkpoint names of one stream's top-level modules.
@@ -178,6 +179,14 @@ impl LtxAvModel {
             dtype: vb.dtype(),
             root: vb.prefix(),
         })
+    }
+
+    /// Builds the model of an official single-file checkpoint: the config from the header's
+    /// metadata, the weights from `vb` (the file's root, e.g. the weights backend's VarBuilder)
+    /// under [`CHECKPOINT_PREFIX`].
+    pub fn from_checkpoint(header: &CheckpointHeader, vb: VarBuilder) -> Result<Self> {
+        let cfg = TransformerConfig::from_header(header)?;
+        Self::new(&cfg, vb.pp(CHECKPOINT_PREFIX))
     }
 
     /// The configuration.
