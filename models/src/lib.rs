@@ -6,5 +6,6 @@
 pub mod checkpoint;
 pub mod error;
 pub mod parity;
+pub mod weights;
 
 pub use error::{Error, Result};
