@@ -346,7 +346,10 @@ impl QuantizedWeight {
 /// `table[byte]` for every byte of `bytes` (a `U8` tensor), in `dtype`, shaped like `bytes`.
 fn lookup(table: &[f32], bytes: &Tensor, dtype: DType) -> Result<Tensor> {
     let table = Tensor::from_slice(table, table.len(), bytes.device())?.to_dtype(dtype)?;
-    let values = table.index_select(&bytes.flatten_all()?, 0)?;
+    // candle's index_select reads the largest value of the index type as "no row" (zeros), so
+    // byte 255 must not be a U8 index.
+    let indices = bytes.flatten_all()?.to_dtype(DType::U32)?;
+    let values = table.index_select(&indices, 0)?;
     Ok(values.reshape(bytes.shape())?)
 }
 
