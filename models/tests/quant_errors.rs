@@ -232,6 +232,12 @@ fn companions_are_not_model_tensors() {
 }
 
 #[test]
+fn opening_no_file_is_an_error() {
+    let none: [&str; 0] = [];
+    assert!(WeightFiles::open(&none).is_err());
+}
+
+#[test]
 fn a_key_in_two_files_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let entries: &[Entry<'_>] = &[("x", "F32", vec![1], f32_bytes(&[1.0]))];

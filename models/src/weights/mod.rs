@@ -69,8 +69,12 @@ enum Kind {
 }
 
 impl WeightFiles {
-    /// Maps `paths` and classifies their tensors; a key present in two files is an error.
+    /// Maps `paths` (at least one) and classifies their tensors; a key present in two files is
+    /// an error.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
+        if paths.is_empty() {
+            return Err(Error::Input("no checkpoint file given".into()));
+        }
         let mut files = Vec::with_capacity(paths.len());
         let mut quant = Vec::with_capacity(paths.len());
         let mut index: HashMap<String, Slot> = HashMap::new();
