@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod gemma3;
 pub mod parity;
 
 pub use error::{Error, Result};

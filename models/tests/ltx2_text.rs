@@ -1,0 +1,127 @@
+//! Parity of LTX-2's text path with ltx-core (`checks/e_text`): prompt -> ids and mask -> Gemma 3
+//! hidden states -> FeatureExtractorV1 features -> video/audio connector encodings, through both
+//! Gemma layouts (Hugging Face folder, ComfyUI single file) and both tokenizer sources.
+
+use candle_core::{DType, Device, Tensor};
+use models::gemma3::{Gemma3Checkpoint, GemmaTokenizer, PaddedTokens};
+use models::parity::{Checks, assert_close, model_path};
+
+/// Tolerance of the text path, fp32 against the reference (relative to max |reference|).
+const TOL: f64 = 1e-5;
+
+fn checks() -> Checks {
+    Checks::open("e_text")
+}
+
+fn prompt_and_length(c: &Checks) -> (String, usize) {
+    let params = c.params();
+    let prompt = params["prompt"]
+        .as_str()
+        .expect("params.prompt")
+        .to_string();
+    let len = params["max_length"].as_u64().expect("params.max_length") as usize;
+    (prompt, len)
+}
+
+fn hf_folder() -> Gemma3Checkpoint {
+    Gemma3Checkpoint::open(&model_path("gemma3-tiny")).unwrap()
+}
+
+fn comfy_file() -> Gemma3Checkpoint {
+    Gemma3Checkpoint::open(&model_path("gemma3-tiny-comfy.safetensors")).unwrap()
+}
+
+fn reference_tokens(c: &Checks) -> PaddedTokens {
+    let row = |key: &str| -> Vec<u32> {
+        c.get(key)
+            .to_dtype(DType::I64)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as u32)
+            .collect()
+    };
+    PaddedTokens {
+        input_ids: row("in.input_ids"),
+        attention_mask: row("in.attention_mask"),
+    }
+}
+
+#[test]
+fn tokenizer_ids_and_mask_match_reference_from_both_sources() {
+    let c = checks();
+    let (prompt, len) = prompt_and_length(&c);
+    let expected = reference_tokens(&c);
+    for (name, tok) in [
+        ("tokenizer.json", hf_folder().tokenizer().unwrap()),
+        ("spiece_model", comfy_file().tokenizer().unwrap()),
+    ] {
+        let got = tok.encode_padded(&prompt, len).unwrap();
+        assert_eq!(got, expected, "{name}");
+        println!("{name}: {} valid tokens of {len}", got.num_valid());
+    }
+}
+
+#[test]
+fn tokenizer_sources_agree_on_varied_text() {
+    let json = hf_folder().tokenizer().unwrap();
+    let spm = comfy_file().tokenizer().unwrap();
+    let (prompt, _) = prompt_and_length(&checks());
+    let texts = [
+        prompt.as_str(),
+        "",
+        "  two  spaces,\ttabs\tand\nnew lines\n\n",
+        "Digits 1234567890 and punctuation: (a), [b]; {c}!?",
+        "Ünïcödé — “quotes” 日本語 🐈‍⬛ emoji",
+        "<start_of_turn>user\nA dog<end_of_turn>\n<image_soft_token><bos>",
+    ];
+    for text in texts {
+        assert_eq!(
+            json.encode(text).unwrap(),
+            spm.encode(text).unwrap(),
+            "{text:?}"
+        );
+    }
+}
+
+fn tokenizer_pad_matches(tok: &GemmaTokenizer, c: &Checks) {
+    let expected = reference_tokens(c);
+    let pads: Vec<u32> = expected
+        .input_ids
+        .iter()
+        .zip(&expected.attention_mask)
+        .filter(|(_, m)| **m == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(pads.iter().all(|&p| p == tok.pad_id()));
+}
+
+fn check_hidden_states(ckpt: &Gemma3Checkpoint, label: &str) {
+    let c = checks();
+    let tokens = reference_tokens(&c);
+    tokenizer_pad_matches(&ckpt.tokenizer().unwrap(), &c);
+    let model = ckpt.load_model(DType::F32, &Device::Cpu).unwrap();
+    let (ids, mask) = tokens.to_tensors(&Device::Cpu).unwrap();
+    let hidden = model.forward_hidden_states(&ids, &mask).unwrap();
+    let expected = c.f32("out.hidden_states");
+    assert_eq!(hidden.len(), expected.dim(0).unwrap());
+    for (i, h) in hidden.iter().enumerate() {
+        let e = expected.get(i).unwrap();
+        assert_close(&format!("{label} hidden_states[{i}]"), h, &e, TOL);
+    }
+    let stacked = Tensor::stack(&hidden, 0).unwrap();
+    assert_close(&format!("{label} hidden_states"), &stacked, &expected, TOL);
+}
+
+#[test]
+fn gemma_hidden_states_match_reference_hf_folder() {
+    check_hidden_states(&hf_folder(), "hf");
+}
+
+#[test]
+fn gemma_hidden_states_match_reference_comfy_file() {
+    check_hidden_states(&comfy_file(), "comfy");
+}
