@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod gemma3;
+pub mod ltx2;
 pub mod parity;
 
 pub use error::{Error, Result};

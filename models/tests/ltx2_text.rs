@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use models::gemma3::{Gemma3Checkpoint, GemmaTokenizer, PaddedTokens};
+use models::ltx2::text::{LtxTextEncoder, TextEmbeddingsProcessor, TextEncoding};
 use models::parity::{Checks, assert_close, model_path};
 
 /// Tolerance of the text path, fp32 against the reference (relative to max |reference|).
@@ -124,4 +125,110 @@ fn gemma_hidden_states_match_reference_hf_folder() {
 #[test]
 fn gemma_hidden_states_match_reference_comfy_file() {
     check_hidden_states(&comfy_file(), "comfy");
+}
+
+fn ltx_checkpoint() -> std::path::PathBuf {
+    model_path("ltx2-tiny.safetensors")
+}
+
+fn processor(gemma: &Gemma3Checkpoint) -> TextEmbeddingsProcessor {
+    TextEmbeddingsProcessor::load(&ltx_checkpoint(), &gemma.config, DType::F32, &Device::Cpu)
+        .unwrap()
+}
+
+fn reference_hidden_states(c: &Checks) -> Vec<Tensor> {
+    let all = c.f32("out.hidden_states");
+    (0..all.dim(0).unwrap())
+        .map(|i| all.get(i).unwrap())
+        .collect()
+}
+
+fn reference_mask(c: &Checks) -> Tensor {
+    let tokens = reference_tokens(c);
+    tokens.to_tensors(&Device::Cpu).unwrap().1
+}
+
+fn check_encoding(label: &str, enc: &TextEncoding, c: &Checks) {
+    assert_close(
+        &format!("{label} video_encoding"),
+        &enc.video_context,
+        &c.f32("out.video_encoding"),
+        TOL,
+    );
+    assert_close(
+        &format!("{label} audio_encoding"),
+        &enc.audio_context,
+        &c.f32("out.audio_encoding"),
+        TOL,
+    );
+    let mask = enc.attention_mask.to_dtype(DType::I64).unwrap();
+    let expected = c.get("out.binary_mask").to_dtype(DType::I64).unwrap();
+    let diff = (mask - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<i64>()
+        .unwrap();
+    assert_eq!(diff, 0, "{label}: binary mask differs");
+}
+
+#[test]
+fn features_from_reference_hidden_states() {
+    let c = checks();
+    let p = processor(&hf_folder());
+    let features = p
+        .features(&reference_hidden_states(&c), &reference_mask(&c))
+        .unwrap();
+    assert_close(
+        "features (isolated)",
+        &features,
+        &c.f32("out.features"),
+        TOL,
+    );
+}
+
+#[test]
+fn connectors_from_reference_features() {
+    let c = checks();
+    let p = processor(&hf_folder());
+    let enc = p
+        .connect(&c.f32("out.features"), &reference_mask(&c))
+        .unwrap();
+    check_encoding("connectors (isolated)", &enc, &c);
+}
+
+fn check_end_to_end(gemma: &std::path::Path, label: &str) {
+    let c = checks();
+    let (prompt, len) = prompt_and_length(&c);
+    let encoder = LtxTextEncoder::load(gemma, &ltx_checkpoint(), DType::F32, &Device::Cpu)
+        .unwrap()
+        .with_max_length(len);
+    let tokens = encoder.tokenize(&prompt).unwrap();
+    assert_eq!(tokens, reference_tokens(&c), "{label}: tokens");
+    let hidden = encoder.hidden_states(&tokens).unwrap();
+    let (_, mask) = tokens.to_tensors(&Device::Cpu).unwrap();
+    let features = encoder.processor().features(&hidden, &mask).unwrap();
+    assert_close(
+        &format!("{label} features"),
+        &features,
+        &c.f32("out.features"),
+        TOL,
+    );
+    let enc = encoder.encode(&prompt).unwrap();
+    check_encoding(label, &enc, &c);
+}
+
+#[test]
+fn prompt_to_contexts_via_hf_folder() {
+    check_end_to_end(&model_path("gemma3-tiny"), "hf end-to-end");
+}
+
+#[test]
+fn prompt_to_contexts_via_comfy_file() {
+    check_end_to_end(
+        &model_path("gemma3-tiny-comfy.safetensors"),
+        "comfy end-to-end",
+    );
 }
