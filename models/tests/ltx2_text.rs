@@ -232,3 +232,96 @@ fn prompt_to_contexts_via_comfy_file() {
         "comfy end-to-end",
     );
 }
+
+/// bf16 run (weights and activations bf16, as on the GPU): checked against the fp32 reference
+/// with the fixture README's bf16 bound, and its distance to ltx-core's own bf16 run reported.
+#[test]
+fn prompt_to_contexts_in_bf16() {
+    const BF16_TOL: f64 = 0.05;
+    let c = checks();
+    let (prompt, len) = prompt_and_length(&c);
+    let encoder = LtxTextEncoder::load(
+        &model_path("gemma3-tiny-comfy.safetensors"),
+        &ltx_checkpoint(),
+        DType::BF16,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .with_max_length(len);
+    let tokens = encoder.tokenize(&prompt).unwrap();
+    let hidden = encoder.hidden_states(&tokens).unwrap();
+    let (_, mask) = tokens.to_tensors(&Device::Cpu).unwrap();
+    let features = encoder.processor().features(&hidden, &mask).unwrap();
+    let enc = encoder.processor().connect(&features, &mask).unwrap();
+    assert_eq!(enc.video_context.dtype(), DType::BF16);
+    let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let outputs = [
+        ("features", f32_of(&features)),
+        ("video_encoding", f32_of(&enc.video_context)),
+        ("audio_encoding", f32_of(&enc.audio_context)),
+    ];
+    for (name, got) in &outputs {
+        assert_close(
+            &format!("bf16 {name} vs fp32 ref"),
+            got,
+            &c.f32(&format!("out.{name}")),
+            BF16_TOL,
+        );
+        let vs_bf16 = models::parity::compare(got, &c.f32(&format!("bf16.out.{name}")));
+        println!(
+            "bf16 {name} vs ltx-core bf16: max_abs {:.3e} max_rel {:.3e}",
+            vs_bf16.max_abs, vs_bf16.max_rel
+        );
+    }
+}
+
+/// The denoise-loop check's contexts were made by the same text path for its positive and
+/// negative prompts: a second prompt (another length) through the ComfyUI layout.
+#[test]
+fn denoise_loop_contexts_for_both_prompts() {
+    let g = Checks::open("g_denoise_loop");
+    let params = g.params();
+    let (_, len) = prompt_and_length(&checks());
+    let encoder = LtxTextEncoder::load(
+        &model_path("gemma3-tiny-comfy.safetensors"),
+        &ltx_checkpoint(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .with_max_length(len);
+    for (key, suffix) in [("prompt", "pos"), ("negative_prompt", "neg")] {
+        let prompt = params[key].as_str().expect("prompt in params");
+        let enc = encoder.encode(prompt).unwrap();
+        assert_close(
+            &format!("g_denoise_loop v_context_{suffix}"),
+            &enc.video_context,
+            &g.f32(&format!("in.v_context_{suffix}")),
+            TOL,
+        );
+        assert_close(
+            &format!("g_denoise_loop a_context_{suffix}"),
+            &enc.audio_context,
+            &g.f32(&format!("in.a_context_{suffix}")),
+            TOL,
+        );
+    }
+}
+
+/// ltx-core truncates long prompts to `max_length` (keeping `<bos>` and the first tokens) and
+/// strips surrounding whitespace before tokenizing.
+#[test]
+fn long_prompts_are_truncated_and_prompts_stripped() {
+    let tok = comfy_file().tokenizer().unwrap();
+    let (prompt, _) = prompt_and_length(&checks());
+    let full = tok.encode(&prompt).unwrap();
+    let short = full.len() / 2;
+    let padded = tok.encode_padded(&prompt, short).unwrap();
+    assert_eq!(padded.input_ids, full[..short]);
+    assert!(padded.attention_mask.iter().all(|&m| m == 1));
+    let spaced = format!(" \n{prompt}\t ");
+    assert_eq!(
+        tok.encode_padded(&spaced, full.len() + 3).unwrap(),
+        tok.encode_padded(&prompt, full.len() + 3).unwrap()
+    );
+}
