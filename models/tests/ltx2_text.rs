@@ -273,6 +273,16 @@ fn prompt_to_contexts_in_bf16() {
             vs_bf16.max_abs, vs_bf16.max_rel
         );
     }
+    // ComfyUI-like split: Gemma in bf16, projection and connectors in f32.
+    let f32_processor = processor(&comfy_file());
+    let mixed = f32_processor.forward(&hidden, &mask).unwrap();
+    assert_eq!(mixed.video_context.dtype(), DType::F32);
+    assert_close(
+        "bf16 gemma + f32 connectors video_encoding",
+        &mixed.video_context,
+        &c.f32("out.video_encoding"),
+        BF16_TOL,
+    );
 }
 
 /// The denoise-loop check's contexts were made by the same text path for its positive and

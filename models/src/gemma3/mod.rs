@@ -227,3 +227,52 @@ fn check_shapes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Tensor;
+
+    /// A single file without metadata is taken for ComfyUI's Gemma-3-12B and must match it.
+    #[test]
+    fn single_file_without_config_must_have_12b_shapes() {
+        let dir = std::env::temp_dir().join(format!("comfyrs-gemma3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("small.safetensors");
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+        let tensors = std::collections::HashMap::from([
+            ("model.embed_tokens.weight".to_string(), zeros(&[8, 4])),
+            ("model.norm.weight".to_string(), zeros(&[4])),
+            (
+                "model.layers.0.self_attn.q_norm.weight".to_string(),
+                zeros(&[2]),
+            ),
+        ]);
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let err = Gemma3Checkpoint::open(&path).unwrap_err().to_string();
+        assert!(err.contains("embed_tokens"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_without_gemma_weights_is_rejected() {
+        let ltx = crate::parity::model_path("ltx2-tiny.safetensors");
+        assert!(matches!(
+            Gemma3Checkpoint::open(&ltx),
+            Err(Error::Checkpoint(_))
+        ));
+    }
+
+    #[test]
+    fn fixture_layouts_are_detected() {
+        let hf = Gemma3Checkpoint::open(&crate::parity::model_path("gemma3-tiny")).unwrap();
+        assert_eq!(hf.format, GemmaFormat::HfFolder);
+        assert_eq!(hf.text_prefix, "language_model.model");
+        let comfy =
+            Gemma3Checkpoint::open(&crate::parity::model_path("gemma3-tiny-comfy.safetensors"))
+                .unwrap();
+        assert_eq!(comfy.format, GemmaFormat::ComfySingleFile);
+        assert_eq!(comfy.text_prefix, "model");
+        assert_eq!(hf.config, comfy.config);
+    }
+}

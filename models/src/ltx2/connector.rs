@@ -378,10 +378,16 @@ pub struct Embeddings1DConnector {
 impl Embeddings1DConnector {
     /// Loads `transformer_1d_blocks.N.*` and `learnable_registers` under `vb`.
     pub fn new(cfg: &ConnectorConfig, vb: VarBuilder) -> Result<Self> {
-        if !cfg.attention_head_dim.is_multiple_of(2) || cfg.num_learnable_registers == 0 {
+        if !cfg.attention_head_dim.is_multiple_of(2)
+            || cfg.num_learnable_registers == 0
+            || cfg.positional_embedding_max_pos.len() != 1
+        {
             return Err(Error::Config(format!(
-                "embeddings connector: head_dim {} must be even and registers {} positive",
-                cfg.attention_head_dim, cfg.num_learnable_registers
+                "embeddings connector: head_dim {} must be even, registers {} positive and \
+                 max_pos {:?} one-dimensional",
+                cfg.attention_head_dim,
+                cfg.num_learnable_registers,
+                cfg.positional_embedding_max_pos
             )));
         }
         let blocks = (0..cfg.num_layers)
@@ -405,8 +411,10 @@ impl Embeddings1DConnector {
 
     /// `features` `[B, T, inner]` with `mask` `[B, T]` (non-zero = valid) -> `[B, T, inner]`, every
     /// position valid. `T` must be a multiple of the register count (ltx-core's requirement).
+    /// Runs in the dtype of the connector's weights (features are cast to it).
     pub fn forward(&self, features: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let x = self.replace_padding_with_registers(features, mask)?;
+        let features = features.to_dtype(self.learnable_registers.dtype())?;
+        let x = self.replace_padding_with_registers(&features, mask)?;
         let rope = ConnectorRope::new(&self.cfg, x.dim(1)?, x.dtype(), x.device())?;
         let mut x = x;
         for block in &self.blocks {
@@ -425,10 +433,7 @@ impl Embeddings1DConnector {
                 "sequence length {seq_len} is not a multiple of the {registers} learnable registers"
             )));
         }
-        let tiled = self
-            .learnable_registers
-            .to_dtype(features.dtype())?
-            .repeat((seq_len / registers, 1))?;
+        let tiled = self.learnable_registers.repeat((seq_len / registers, 1))?;
         let mask = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let rows = (0..batch)
             .map(|b| {

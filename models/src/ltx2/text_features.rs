@@ -48,7 +48,7 @@ impl FeatureExtractorV1 {
 
     /// `hidden_states`: `num_hidden_states` tensors `[B, T, hidden]`; `attention_mask` `[B, T]`
     /// (non-zero = real token, padding on the left). Returns features `[B, T, hidden]` in the
-    /// hidden states' dtype.
+    /// projection's dtype (the statistics are computed in float32 whatever the input dtype).
     pub fn forward(&self, hidden_states: &[Tensor], attention_mask: &Tensor) -> Result<Tensor> {
         if hidden_states.len() != self.num_hidden_states {
             return Err(Error::Input(format!(
@@ -58,7 +58,7 @@ impl FeatureExtractorV1 {
             )));
         }
         let first = &hidden_states[0];
-        let dtype = first.dtype();
+        let dtype = self.aggregate_embed.weight().dtype();
         let (batch, seq_len, hidden) = first.dims3()?;
         let valid = left_padding_mask(attention_mask, batch, seq_len)?.to_device(first.device())?;
         let normed = hidden_states
