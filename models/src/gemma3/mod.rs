@@ -16,6 +16,7 @@
 pub mod attention;
 pub mod config;
 pub mod model;
+mod protobuf;
 pub mod sentencepiece;
 pub mod tokenizer;
 
