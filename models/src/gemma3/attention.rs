@@ -16,7 +16,7 @@ use crate::Result;
 /// Additive value of a masked attention score (finite so fully masked rows stay NaN-free).
 const MASKED_SCORE: f32 = -1e30;
 
-/// Cosine and sine tables of one RoPE base for positions `0..seq_len`, each `[seq_len, head_dim/2]`.
+/// Cosine and sine tables of one RoPE base for a range of positions, each `[len, head_dim/2]`.
 #[derive(Debug, Clone)]
 pub struct RotaryTables {
     cos: Tensor,
@@ -30,7 +30,7 @@ impl RotaryTables {
         base: f64,
         scale: f64,
         head_dim: usize,
-        seq_len: usize,
+        positions: std::ops::Range<usize>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -41,9 +41,10 @@ impl RotaryTables {
             .collect();
         let half = inv_freq.len();
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-        let positions = Tensor::arange(0u32, seq_len as u32, device)?
+        let len = positions.len();
+        let positions = Tensor::arange(positions.start as u32, positions.end as u32, device)?
             .to_dtype(DType::F32)?
-            .reshape((seq_len, 1))?;
+            .reshape((len, 1))?;
         let angles = positions.broadcast_mul(&inv_freq)?;
         Ok(Self {
             cos: angles.cos()?.to_dtype(dtype)?,
@@ -244,10 +245,11 @@ mod tests {
 
     #[test]
     fn rotary_tables_match_the_closed_form() {
-        let t = RotaryTables::new(10_000.0, 2.0, 4, 3, DType::F32, &Device::Cpu).unwrap();
+        let t = RotaryTables::new(10_000.0, 2.0, 4, 1..3, DType::F32, &Device::Cpu).unwrap();
         let cos = t.cos.to_vec2::<f32>().unwrap();
-        // inv_freq = [1, 1/100] / 2 at position 2 -> angles [1, 0.01]
-        assert!((cos[2][0] - 1f32.cos()).abs() < 1e-7);
-        assert!((cos[2][1] - 0.01f32.cos()).abs() < 1e-7);
+        // inv_freq = [1, 1/100] / 2; row 1 is position 2 -> angles [1, 0.01]
+        assert_eq!(cos.len(), 2);
+        assert!((cos[1][0] - 1f32.cos()).abs() < 1e-7);
+        assert!((cos[1][1] - 0.01f32.cos()).abs() < 1e-7);
     }
 }

@@ -167,6 +167,19 @@ impl Gemma3TextModel {
         input_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Vec<Tensor>> {
+        self.forward_hidden_states_at(input_ids, attention_mask, 0)
+    }
+
+    /// [`Self::forward_hidden_states`] for a window of a longer sequence whose first token sits
+    /// at position `first_position` (RoPE positions `first_position..first_position + T`). Running
+    /// only the valid suffix of a left-padded prompt this way gives its real tokens the same
+    /// hidden states as the full run, since they never attend to padding.
+    pub fn forward_hidden_states_at(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        first_position: usize,
+    ) -> Result<Vec<Tensor>> {
         let (batch, seq_len) = input_ids.dims2()?;
         if attention_mask.dims() != [batch, seq_len] {
             return Err(Error::Input(format!(
@@ -185,11 +198,12 @@ impl Gemma3TextModel {
         let global_mask = AttentionMask::new(&valid, None, d, dev)?;
         let local_mask = AttentionMask::new(&valid, Some(self.cfg.sliding_window), d, dev)?;
         let head_dim = self.cfg.head_dim;
+        let positions = first_position..first_position + seq_len;
         let global_rope = RotaryTables::new(
             self.cfg.rope_theta,
             self.cfg.global_rope_factor(),
             head_dim,
-            seq_len,
+            positions.clone(),
             d,
             dev,
         )?;
@@ -197,7 +211,7 @@ impl Gemma3TextModel {
             self.cfg.rope_local_base_freq,
             1.0,
             head_dim,
-            seq_len,
+            positions.clone(),
             d,
             dev,
         )?;

@@ -2,9 +2,10 @@
 //! embeddings connectors -> the video and audio contexts the transformer cross-attends to.
 //!
 //! This follows ltx-core 1.0.0 (`GemmaTextEncoder.encode` + `EmbeddingsProcessor`): the prompt is
-//! left-padded to 1024 tokens, Gemma runs on the padded sequence, features are normalised over the
-//! valid tokens, and the connectors replace the padding with learnable registers, so both contexts
-//! have 1024 tokens, all valid.
+//! left-padded to 1024 tokens, Gemma runs with the padding masked (here only on the real tokens,
+//! at their padded positions: same result, see [`LtxTextEncoder::encode_tokens`]), features are
+//! normalised over the valid tokens, and the connectors replace the padding with learnable
+//! registers, so both contexts have 1024 tokens, all valid.
 //!
 //! Weights: Gemma from its own checkpoint ([`Gemma3Checkpoint`]); `text_embedding_projection.*`
 //! and `model.diffusion_model.{video,audio}_embeddings_connector.*` from the LTX-2 checkpoint,
@@ -240,16 +241,39 @@ impl LtxTextEncoder {
         self.tokenizer.encode_padded(prompt, self.max_length)
     }
 
-    /// Gemma's hidden states for tokenized prompts (`[1, T]` each is one prompt).
+    /// Gemma's hidden states `[1, T, hidden]` of a tokenized prompt, padding rows included (the
+    /// full run ltx-core makes).
     pub fn hidden_states(&self, tokens: &PaddedTokens) -> Result<Vec<Tensor>> {
         let (ids, mask) = tokens.to_tensors(self.gemma.device())?;
         self.gemma.forward_hidden_states(&ids, &mask)
     }
 
-    /// Encodes already tokenized prompts.
+    /// Encodes an already tokenized prompt.
+    ///
+    /// Gemma runs only on the tokens after the left padding, at their positions in the padded
+    /// sequence, and the padding rows of its hidden states are zeros: they never reach the
+    /// contexts (the feature extractor zeroes them and the connectors replace them by registers),
+    /// so the contexts equal those of the full run at a fraction of its cost for short prompts.
     pub fn encode_tokens(&self, tokens: &PaddedTokens) -> Result<TextEncoding> {
-        let hidden_states = self.hidden_states(tokens)?;
-        let (_, mask) = tokens.to_tensors(self.gemma.device())?;
+        let (ids, mask) = tokens.to_tensors(self.gemma.device())?;
+        let seq_len = tokens.input_ids.len();
+        let lead = tokens
+            .attention_mask
+            .iter()
+            .take_while(|&&m| m == 0)
+            .count();
+        if lead == seq_len {
+            return Err(Error::Input("the prompt has no tokens".into()));
+        }
+        let hidden_states = self.gemma.forward_hidden_states_at(
+            &ids.narrow(1, lead, seq_len - lead)?,
+            &mask.narrow(1, lead, seq_len - lead)?,
+            lead,
+        )?;
+        let hidden_states = hidden_states
+            .into_iter()
+            .map(|h| left_pad_with_zeros(&h, lead))
+            .collect::<Result<Vec<_>>>()?;
         self.processor.forward(&hidden_states, &mask)
     }
 
@@ -263,4 +287,14 @@ impl LtxTextEncoder {
         );
         self.encode_tokens(&tokens)
     }
+}
+
+/// Prepends `count` zero rows to `x` `[B, T, D]` along the sequence.
+fn left_pad_with_zeros(x: &Tensor, count: usize) -> Result<Tensor> {
+    if count == 0 {
+        return Ok(x.clone());
+    }
+    let (batch, _, dim) = x.dims3()?;
+    let zeros = Tensor::zeros((batch, count, dim), x.dtype(), x.device())?;
+    Ok(Tensor::cat(&[&zeros, x], 1)?)
 }
