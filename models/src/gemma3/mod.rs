@@ -193,7 +193,7 @@ fn check_shapes(
             .find_map(|h| h.shape(&name).map(<[usize]>::to_vec))
             .ok_or_else(|| Error::Checkpoint(format!("{}: missing `{name}`", path.display())))
     };
-    let expect = |name: String, want: Vec<usize>| -> Result<()> {
+    let expect_shape = |name: String, want: Vec<usize>| -> Result<()> {
         let got = shape(name.clone())?;
         if got != want {
             return Err(Error::Checkpoint(format!(
@@ -203,12 +203,12 @@ fn check_shapes(
         }
         Ok(())
     };
-    expect(
+    expect_shape(
         format!("{prefix}.embed_tokens.weight"),
         vec![cfg.vocab_size, cfg.hidden_size],
     )?;
-    expect(format!("{prefix}.norm.weight"), vec![cfg.hidden_size])?;
-    expect(
+    expect_shape(format!("{prefix}.norm.weight"), vec![cfg.hidden_size])?;
+    expect_shape(
         format!("{prefix}.layers.0.self_attn.q_norm.weight"),
         vec![cfg.head_dim],
     )?;
