@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod gemma3;
 pub mod ltx2;
 pub mod parity;
 pub mod weights;
