@@ -7,5 +7,6 @@ pub mod checkpoint;
 pub mod error;
 pub mod ltx2;
 pub mod parity;
+pub mod sampling;
 
 pub use error::{Error, Result};
