@@ -135,4 +135,4 @@ fn box_muller_16_scalar(block: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
