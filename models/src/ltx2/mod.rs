@@ -4,8 +4,10 @@
 //! Each component reads its sizes from the checkpoint metadata (`config.<section>`) and from
 //! tensor shapes, so the tiny test checkpoint and the real 19B file load through the same code.
 
+pub mod audio_vae;
 pub mod connector;
 pub mod lora;
 pub mod text;
 pub mod text_features;
 pub mod transformer;
+pub mod vocoder;
