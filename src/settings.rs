@@ -63,6 +63,8 @@ impl PathArgs {
             models: std::sync::Arc::new(models),
             scope: String::new(),
             save_metadata: !self.disable_metadata,
+            device: candle_core::Device::Cpu,
+            services: std::sync::Arc::new(nodes::env::Services::default()),
         })
     }
 }

@@ -203,6 +203,52 @@ pub struct Env {
     pub scope: String,
     /// Whether saved files carry the prompt/workflow metadata (`--disable-metadata` turns it off).
     pub save_metadata: bool,
+    /// The device models run on (`Device::Cpu` without a GPU).
+    pub device: candle_core::Device,
+    /// Long-lived services shared by every prompt a worker runs (the model cache, ...).
+    pub services: Arc<Services>,
+}
+
+/// A type-keyed registry of long-lived services (one instance per type), so node families can
+/// keep state between prompts (loaded models) without the engine knowing their types.
+#[derive(Default)]
+pub struct Services {
+    entries: parking_lot::Mutex<
+        std::collections::HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
+    >,
+}
+
+impl Services {
+    /// The service of type `T`, created with `init` on first use.
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let id = std::any::TypeId::of::<T>();
+        let mut entries = self.entries.lock();
+        if let Some(existing) = entries
+            .get(&id)
+            .and_then(|e| e.clone().downcast::<T>().ok())
+        {
+            return existing;
+        }
+        let service = Arc::new(init());
+        entries.insert(id, service.clone());
+        service
+    }
+
+    /// Installs (or replaces) the service of type `T`.
+    pub fn insert<T: std::any::Any + Send + Sync>(&self, service: T) {
+        self.entries
+            .lock()
+            .insert(std::any::TypeId::of::<T>(), Arc::new(service));
+    }
+
+    /// The service of type `T`, if installed.
+    pub fn get<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.entries
+            .lock()
+            .get(&std::any::TypeId::of::<T>())
+            .cloned()
+            .and_then(|s| s.downcast::<T>().ok())
+    }
 }
 
 impl Env {
@@ -214,6 +260,8 @@ impl Env {
             models: Arc::new(ModelFolders::under(&base.join("models"))),
             scope: String::new(),
             save_metadata: true,
+            device: candle_core::Device::Cpu,
+            services: Arc::new(Services::default()),
         }
     }
 

@@ -32,6 +32,10 @@ pub enum Value {
     Mask(Tensor),
     /// `LATENT`.
     Latent(Latent),
+    /// `AUDIO`: `{"waveform": [B, C, S] f32, "sample_rate": int}`.
+    Audio(Audio),
+    /// `VIDEO`: frames (+ audio) in memory, or a video file decoded lazily.
+    Video(Arc<Video>),
     /// A model-side object (MODEL, VAE, CLIP, CONDITIONING, ...) held behind an `Arc`.
     Object(Object),
 }
@@ -48,6 +52,8 @@ impl Value {
             Value::Image(_) => "IMAGE",
             Value::Mask(_) => "MASK",
             Value::Latent(_) => "LATENT",
+            Value::Audio(_) => "AUDIO",
+            Value::Video(_) => "VIDEO",
             Value::Object(o) => o.type_name(),
         }
     }
@@ -57,6 +63,8 @@ impl Value {
         match self {
             Value::Image(t) | Value::Mask(t) => tensor_bytes(t),
             Value::Latent(l) => l.approx_bytes(),
+            Value::Audio(a) => tensor_bytes(&a.waveform),
+            Value::Video(v) => v.approx_bytes(),
             Value::String(s) => s.len(),
             Value::Object(o) => o.approx_bytes,
             _ => 16,
@@ -111,6 +119,13 @@ impl fmt::Debug for Value {
             Value::Image(t) => write!(f, "IMAGE({})", shape_text(t)),
             Value::Mask(t) => write!(f, "MASK({})", shape_text(t)),
             Value::Latent(l) => write!(f, "LATENT({})", l.describe()),
+            Value::Audio(a) => write!(
+                f,
+                "AUDIO({}, {} Hz)",
+                shape_text(&a.waveform),
+                a.sample_rate
+            ),
+            Value::Video(v) => write!(f, "VIDEO({})", v.describe()),
             Value::Object(o) => write!(f, "{}({})", o.type_name, o.description),
         }
     }
@@ -224,5 +239,99 @@ impl Object {
     /// The inner value, if it is a `T`.
     pub fn downcast<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.inner.clone().downcast::<T>().ok()
+    }
+}
+
+/// An `AUDIO` value.
+#[derive(Clone)]
+pub struct Audio {
+    /// `[B, C, S]` f32 samples.
+    pub waveform: Tensor,
+    /// Samples per second.
+    pub sample_rate: u32,
+}
+
+/// A frame rate as an exact fraction (ComfyUI keeps `Fraction`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRate {
+    /// Numerator.
+    pub num: u32,
+    /// Denominator (> 0).
+    pub den: u32,
+}
+
+impl FrameRate {
+    /// The rate for a float the way Python's `Fraction(fps)` + `limit_denominator` would keep
+    /// common rates exact (24, 25, 29.97 = 30000/1001 ...).
+    pub fn from_f64(fps: f64) -> Self {
+        let mut best = (fps.round().max(1.0) as u32, 1u32);
+        let mut best_err = (fps - best.0 as f64).abs();
+        for den in [1u32, 2, 4, 5, 8, 10, 100, 1000, 1001] {
+            let num = (fps * den as f64).round();
+            if num < 1.0 || num > u32::MAX as f64 {
+                continue;
+            }
+            let err = (fps - num / den as f64).abs();
+            if err < best_err - 1e-12 {
+                best = (num as u32, den);
+                best_err = err;
+            }
+        }
+        Self {
+            num: best.0,
+            den: best.1,
+        }
+    }
+
+    /// As a float.
+    pub fn as_f64(&self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+}
+
+/// A `VIDEO` value (`comfy_api` `VideoInput`).
+pub enum Video {
+    /// Frames in memory (`VideoFromComponents`).
+    Components {
+        /// `[N, H, W, C]` frames in 0..1.
+        images: Tensor,
+        /// The soundtrack, if any.
+        audio: Option<Audio>,
+        /// Frames per second.
+        frame_rate: FrameRate,
+    },
+    /// A file on disk (`VideoFromFile`), decoded when needed.
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+impl Video {
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Video::Components { images, audio, .. } => {
+                tensor_bytes(images) + audio.as_ref().map_or(0, |a| tensor_bytes(&a.waveform))
+            }
+            Video::File { .. } => 64,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Video::Components {
+                images,
+                audio,
+                frame_rate,
+            } => format!(
+                "{} frames {:?} @ {}/{} fps{}",
+                images.dims().first().copied().unwrap_or(0),
+                images.dims(),
+                frame_rate.num,
+                frame_rate.den,
+                if audio.is_some() { " + audio" } else { "" }
+            ),
+            Video::File { path } => path.display().to_string(),
+        }
     }
 }
