@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod ltx2;
 pub mod parity;
 
 pub use error::{Error, Result};
