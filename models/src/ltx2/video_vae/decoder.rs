@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{DecoderBlock, VaeConfig};
-use super::conv::{CausalConv3d, ConvStream, UNBOUNDED_SCRATCH};
+use super::conv::{CausalConv3d, ConvStream, UNBOUNDED_SCRATCH, tensor_bytes};
 use super::ops::{
     LatentStats, PIXEL_NORM_EPS, TimestepEmbedder, from_frames, modulate, pixel_norm, to_frames,
     unpatchify,
@@ -78,7 +78,7 @@ pub struct DecoderStream {
     blocks: Vec<BlockStream>,
     conv_out: ConvStream,
     finished: bool,
-    scratch: usize,
+    piece_bytes: usize,
 }
 
 impl DecoderStream {
@@ -258,9 +258,12 @@ impl VideoDecoder {
         })
     }
 
-    /// A fresh stream whose conv2d calls use at most `scratch` bytes of im2col scratch
-    /// ([`UNBOUNDED_SCRATCH`]: no cap).
-    pub fn stream(&self, scratch: usize) -> DecoderStream {
+    /// A fresh stream. Each block's output is cut into pieces of at most `piece_bytes`
+    /// (at least one frame) that run through the rest of the decoder one after another, and
+    /// each conv2d call's im2col scratch stays under the same cap ([`UNBOUNDED_SCRATCH`]:
+    /// no cap). This bounds a call's memory however many frames the stream releases at once
+    /// (at the end of a video every non-causal conv releases the frame it held back).
+    pub fn stream(&self, piece_bytes: usize) -> DecoderStream {
         let blocks = self
             .blocks
             .iter()
@@ -275,7 +278,7 @@ impl VideoDecoder {
             blocks,
             conv_out: ConvStream::new(self.causal),
             finished: false,
-            scratch,
+            piece_bytes,
         }
     }
 
@@ -297,36 +300,91 @@ impl VideoDecoder {
             ));
         }
         stream.finished = last;
-        let scratch = stream.scratch;
-        let mut x = match latent {
+        let x = match latent {
             Some(latent) => Some(self.prepare_latent(cond, latent, noise)?),
             None => None,
         };
-        x = stream.conv_in.push(&self.conv_in, x, last, scratch)?;
-        for (i, (block, state)) in self.blocks.iter().zip(stream.blocks.iter_mut()).enumerate() {
-            x = match (block, state) {
+        let mut frames = Vec::new();
+        self.run_stage(cond, stream, 0, x, last, &mut frames)?;
+        match frames.len() {
+            0 => Ok(None),
+            1 => Ok(frames.pop()),
+            _ => Ok(Some(Tensor::cat(&frames, 1)?)),
+        }
+    }
+
+    /// Runs stage `stage` (0: `conv_in`, then the blocks, then the output head) and,
+    /// piece by piece, every later stage; final pixel frames are appended to `out`.
+    fn run_stage(
+        &self,
+        cond: &DecoderConditioning,
+        stream: &mut DecoderStream,
+        stage: usize,
+        x: Option<Tensor>,
+        last: bool,
+        out: &mut Vec<Tensor>,
+    ) -> Result<()> {
+        let cap = stream.piece_bytes;
+        let y = if stage == 0 {
+            stream.conv_in.push(&self.conv_in, x, last, cap)?
+        } else if let Some(block) = self.blocks.get(stage - 1) {
+            match (block, &mut stream.blocks[stage - 1]) {
                 (Block::Res(stack), BlockStream::Res(states)) => {
-                    stack.push(states, x, &cond.blocks[i], last, scratch)?
+                    stack.push(states, x, &cond.blocks[stage - 1], last, cap)?
                 }
                 (Block::Narrow(b), BlockStream::Narrow(state)) => {
-                    b.push(state, x, None, last, scratch)?
+                    b.push(state, x, None, last, cap)?
                 }
-                (Block::Up(b), BlockStream::Up(state)) => b.push(state, x, last, scratch)?,
+                (Block::Up(b), BlockStream::Up(state)) => b.push(state, x, last, cap)?,
                 _ => {
                     return Err(Error::Input(
                         "video decoder: stream does not belong to this decoder".into(),
                     ));
                 }
-            };
-        }
-        if let Some(h) = x.take() {
-            let mut h = pixel_norm(&h, PIXEL_NORM_EPS)?;
-            if let Some((shift, scale)) = &cond.last {
-                h = modulate(&h, shift, scale)?;
             }
-            x = Some(candle_nn::ops::silu(&h)?);
+        } else {
+            if let Some(frames) = self.output_head(cond, stream, x, last)? {
+                out.push(frames);
+            }
+            return Ok(());
+        };
+        match y {
+            None if !last => Ok(()),
+            None => self.run_stage(cond, stream, stage + 1, None, true, out),
+            Some(y) => {
+                let pieces = split_frames(&y, cap)?;
+                let count = pieces.len();
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    let piece_last = last && i + 1 == count;
+                    self.run_stage(cond, stream, stage + 1, Some(piece), piece_last, out)?;
+                }
+                Ok(())
+            }
         }
-        match stream.conv_out.push(&self.conv_out, x, last, scratch)? {
+    }
+
+    /// Pixel norm, last timestep modulation, SiLU, `conv_out`, unpatchify.
+    fn output_head(
+        &self,
+        cond: &DecoderConditioning,
+        stream: &mut DecoderStream,
+        x: Option<Tensor>,
+        last: bool,
+    ) -> Result<Option<Tensor>> {
+        let x = match x {
+            Some(h) => {
+                let mut h = pixel_norm(&h, PIXEL_NORM_EPS)?;
+                if let Some((shift, scale)) = &cond.last {
+                    h = modulate(&h, shift, scale)?;
+                }
+                Some(candle_nn::ops::silu(&h)?)
+            }
+            None => None,
+        };
+        match stream
+            .conv_out
+            .push(&self.conv_out, x, last, stream.piece_bytes)?
+        {
             Some(y) => Ok(Some(unpatchify(&y, self.patch_size)?)),
             None => Ok(None),
         }
@@ -383,4 +441,22 @@ impl VideoDecoder {
             .ok_or_else(|| Error::Input("video decoder: latent has no frames".into()))?;
         from_frames(&frames)
     }
+}
+
+/// Splits `[B, T, ...]` along T into views of at most `cap` bytes (at least one frame each).
+fn split_frames(x: &Tensor, cap: usize) -> Result<Vec<Tensor>> {
+    let frames = x.dim(1)?;
+    let frame_bytes = (tensor_bytes(x) / frames.max(1)).max(1);
+    let per_piece = (cap / frame_bytes).clamp(1, frames.max(1));
+    if per_piece >= frames {
+        return Ok(vec![x.clone()]);
+    }
+    let mut pieces = Vec::with_capacity(frames.div_ceil(per_piece));
+    let mut start = 0;
+    while start < frames {
+        let len = per_piece.min(frames - start);
+        pieces.push(x.narrow(1, start, len)?);
+        start += len;
+    }
+    Ok(pieces)
 }

@@ -20,9 +20,11 @@ pub mod config;
 pub mod conv;
 pub mod decoder;
 pub mod encoder;
+pub mod footprint;
 pub mod ops;
 pub mod resnet;
 pub mod sampling;
+pub mod tiling;
 
 use std::path::Path;
 
@@ -38,7 +40,9 @@ pub use decoder::{
     VideoDecoder,
 };
 pub use encoder::VideoEncoder;
+pub use footprint::{Footprint, LatentDims, Target, estimate, plan_for_budget, receptive_radius};
 pub use ops::LatentStats;
+pub use tiling::{CallPhase, TiledDecode, TilingConfig};
 
 /// Key prefix of the VAE inside the LTX-2 single-file checkpoint.
 pub const CHECKPOINT_PREFIX: &str = "vae";

@@ -178,10 +178,11 @@ impl DepthToSpaceUp {
             }
             state.skip.push(skip)?;
         }
-        let Some(y) = state.conv.push(&self.conv, x, last, scratch)? else {
+        let Some(raw) = state.conv.push(&self.conv, x, last, scratch)? else {
             return Ok(None);
         };
-        let mut y = depth_to_space(&y, self.stride)?;
+        let mut y = depth_to_space(&raw, self.stride)?;
+        drop(raw);
         if !state.conv_started {
             y = self.drop_first_frame(y)?;
             state.conv_started = true;
