@@ -15,13 +15,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{DecoderBlock, VaeConfig};
-use super::conv::{CausalConv3d, ConvStream, UNBOUNDED_SCRATCH, tensor_bytes};
+use super::conv::{CausalConv3d, UNBOUNDED_SCRATCH, tensor_bytes};
 use super::ops::{
     LatentStats, PIXEL_NORM_EPS, TimestepEmbedder, from_frames, modulate, pixel_norm, to_frames,
     unpatchify,
 };
 use super::resnet::{Ada, ResStack, ResnetBlock3d, ResnetStream};
 use super::sampling::{DepthToSpaceStream, DepthToSpaceUp};
+use super::stream::ConvStream;
 use crate::{Error, Result};
 
 /// Decode timestep ltx-core uses when none is given.

@@ -24,6 +24,7 @@ pub mod footprint;
 pub mod ops;
 pub mod resnet;
 pub mod sampling;
+pub mod stream;
 pub mod tiling;
 
 use std::path::Path;

@@ -10,8 +10,9 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::PaddingMode;
-use super::conv::{CausalConv3d, ConvStream, FrameQueue, PointwiseConv};
+use super::conv::{CausalConv3d, PointwiseConv};
 use super::ops::{PIXEL_NORM_EPS, TimestepEmbedder, group_norm, modulate, pixel_norm};
+use super::stream::{ConvStream, FrameQueue};
 use crate::{Error, Result};
 
 /// GroupNorm epsilon of the channel-changing skip (`norm3`, `resnet_eps`).

@@ -9,8 +9,9 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::config::PaddingMode;
-use super::conv::{CausalConv3d, ConvStream, FrameQueue};
+use super::conv::CausalConv3d;
 use super::ops::{depth_to_space, space_to_depth};
+use super::stream::{ConvStream, FrameQueue};
 use crate::{Error, Result};
 
 /// `compress_*_res`: causal conv to `out / prod(stride)` channels then space-to-depth, plus a
