@@ -149,3 +149,47 @@ fn spatial_tiles_without_context_are_exact_away_from_the_seams() {
         seam.max_abs, seam.max_rel
     );
 }
+
+#[test]
+fn decoders_with_whole_video_norms_ignore_chunks_and_pieces() {
+    // A `res_x_y` block normalises its skip over the whole video, so chunks or pieces would
+    // change the result; the decoder must then take the video whole. Random weights.
+    let cfg = models::ltx2::video_vae::VaeConfig::from_json(&serde_json::json!({
+        "latent_channels": 8,
+        "patch_size": 1,
+        "decoder_base_channels": 4,
+        "timestep_conditioning": false,
+        "decoder_blocks": [["res_x", 1], ["res_x_y", {"multiplier": 2}],
+                           ["compress_all", {"residual": true, "multiplier": 2}], ["res_x", 1]],
+    }))
+    .unwrap();
+    // The first build creates the variables; randomise them, then build again from them
+    // (the convolutions copy their kernels at construction).
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    VideoVae::new(cfg.clone(), vb.clone()).unwrap();
+    let vars = varmap.data().lock().unwrap().clone();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let var = &vars[name];
+        var.set(&(pseudo_normal(var.dims(), 10 + i as u64) * 0.2).unwrap())
+            .unwrap();
+    }
+    let vae = VideoVae::new(cfg, vb).unwrap();
+    assert!(!vae.decoder().supports_temporal_chunks());
+    let latent = pseudo_normal(&[1, 8, 4, 2, 3], 3);
+    let whole = vae.decode(&latent, None, None).unwrap();
+    let tiling = TilingConfig {
+        chunk: Some(1),
+        piece_bytes: 1,
+        ..TilingConfig::default()
+    };
+    let tiled = vae.decode_tiled(&latent, None, None, &tiling).unwrap();
+    assert_close(
+        "res_x_y decoder, chunk 1, one-frame pieces",
+        &tiled,
+        &whole,
+        1e-6,
+    );
+}

@@ -202,7 +202,9 @@ impl VideoDecoder {
         self.timestep.is_some()
     }
 
-    /// Whether decoding in temporal chunks is exact (no whole-video normalisation inside).
+    /// Whether decoding in temporal chunks or pieces is exact: false when a `res_x_y` block
+    /// normalises its skip over the whole video (not in LTX-2); such decoders then take
+    /// whole videos (spatial tiles stay possible but are never exact).
     pub fn supports_temporal_chunks(&self) -> bool {
         self.blocks.iter().all(|b| match b {
             Block::Narrow(block) => block.is_frame_local(),
@@ -326,6 +328,12 @@ impl VideoDecoder {
         out: &mut Vec<Tensor>,
     ) -> Result<()> {
         let cap = stream.piece_bytes;
+        // Pieces are exact only when every stage is frame-local (see `supports_temporal_chunks`).
+        let piece_cap = if self.supports_temporal_chunks() {
+            cap
+        } else {
+            usize::MAX
+        };
         let y = if stage == 0 {
             stream.conv_in.push(&self.conv_in, x, last, cap)?
         } else if let Some(block) = self.blocks.get(stage - 1) {
@@ -353,7 +361,7 @@ impl VideoDecoder {
             None if !last => Ok(()),
             None => self.run_stage(cond, stream, stage + 1, None, true, out),
             Some(y) => {
-                let pieces = split_frames(&y, cap)?;
+                let pieces = split_frames(&y, piece_cap)?;
                 let count = pieces.len();
                 for (i, piece) in pieces.into_iter().enumerate() {
                     let piece_last = last && i + 1 == count;
