@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::checkpoint::CheckpointHeader;
 use crate::ltx2::video_vae::config::PaddingMode;
-use crate::ltx2::video_vae::conv::{Conv3d, UNBOUNDED_SCRATCH};
+use crate::ltx2::video_vae::conv::{Conv3d, UNBOUNDED_SCRATCH, conv2d};
 use crate::ltx2::video_vae::ops::{
     LatentStats, depth_to_space, from_frames, group_norm, to_frames,
 };
@@ -265,9 +265,7 @@ fn blur_downsample(x: &Tensor, stride: usize) -> Result<Tensor> {
     let kernel = Tensor::from_vec(k2d, (1, 1, 5, 5), x.device())?
         .to_dtype(x.dtype())?
         .repeat((c, 1, 1, 1))?;
-    let y = x
-        .reshape((b * t, c, h, w))?
-        .conv2d(&kernel, 2, stride, 1, c)?;
+    let y = conv2d(&x.reshape((b * t, c, h, w))?, &kernel, 2, stride, c)?;
     let (_, _, ho, wo) = y.dims4()?;
     Ok(y.reshape((b, t, c, ho, wo))?)
 }

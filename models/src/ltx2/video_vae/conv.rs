@@ -11,7 +11,7 @@
 //! last frames (`(k-1)/2` each, non-causal), and space with the configured [`PaddingMode`];
 //! [`ConvStream`] runs it over a video in chunks.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::PaddingMode;
@@ -221,14 +221,51 @@ fn conv2d_strided(
     stride_w: usize,
 ) -> Result<Tensor> {
     if stride_h == stride_w {
-        return Ok(x.conv2d(kernel, pad, stride_h, 1, 1)?);
+        return conv2d(x, kernel, pad, stride_h, 1);
     }
-    let full = x.conv2d(kernel, pad, 1, 1, 1)?;
+    let full = conv2d(x, kernel, pad, 1, 1)?;
     let (_, _, h, w) = full.dims4()?;
     let rows: Vec<u32> = (0..h).step_by(stride_h).map(|i| i as u32).collect();
     let cols: Vec<u32> = (0..w).step_by(stride_w).map(|i| i as u32).collect();
     let full = full.index_select(&Tensor::new(rows.as_slice(), x.device())?, 2)?;
     Ok(full.index_select(&Tensor::new(cols.as_slice(), x.device())?, 3)?)
+}
+
+/// candle's conv2d, except that bf16 on the CPU (where candle has no bf16 matmul) is computed
+/// in float32 and rounded back, as torch's CPU bf16 convolution accumulates in float32.
+pub fn conv2d(
+    x: &Tensor,
+    kernel: &Tensor,
+    pad: usize,
+    stride: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::BF16 {
+        let y = x.to_dtype(DType::F32)?.conv2d(
+            &kernel.to_dtype(DType::F32)?,
+            pad,
+            stride,
+            1,
+            groups,
+        )?;
+        return Ok(y.to_dtype(DType::BF16)?);
+    }
+    Ok(x.conv2d(kernel, pad, stride, 1, groups)?)
+}
+
+/// `x @ weight^T + bias` over the last dim, with the same CPU bf16 rule as [`conv2d`].
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let compute = if x.device().is_cpu() && dtype == DType::BF16 {
+        DType::F32
+    } else {
+        dtype
+    };
+    let y = x
+        .to_dtype(compute)?
+        .broadcast_matmul(&weight.to_dtype(compute)?.t()?)?
+        .broadcast_add(&bias.to_dtype(compute)?)?;
+    Ok(y.to_dtype(dtype)?)
 }
 
 /// Pads the last two dims of `x` by `pad` on each side with a non-zero padding mode.

@@ -5,8 +5,10 @@
 //! `c (h q) (w r) -> (c r q)` (width offset before height offset), space-to-depth and
 //! depth-to-space use `(c p1 p2 p3)` with `p1` over time.
 
-use candle_core::{D, DType, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{D, DType, Tensor};
+use candle_nn::VarBuilder;
+
+use super::conv::linear;
 
 use crate::{Error, Result};
 
@@ -192,25 +194,31 @@ pub fn timestep_sinusoid(t: &Tensor, dim: usize) -> Result<Tensor> {
 /// `timestep_embedder.linear_1` -> SiLU -> `timestep_embedder.linear_2`.
 #[derive(Debug, Clone)]
 pub struct TimestepEmbedder {
-    linear_1: Linear,
-    linear_2: Linear,
+    linear_1: (Tensor, Tensor),
+    linear_2: (Tensor, Tensor),
 }
 
 impl TimestepEmbedder {
     /// Loads an embedder producing `dim` values (`vb` is the `*_embedder` prefix).
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         let vb = vb.pp("timestep_embedder");
+        let linear = |cin: usize, name: &str| -> Result<(Tensor, Tensor)> {
+            let vb = vb.pp(name);
+            Ok((vb.get((dim, cin), "weight")?, vb.get(dim, "bias")?))
+        };
         Ok(Self {
-            linear_1: candle_nn::linear(TIMESTEP_PROJ_DIM, dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+            linear_1: linear(TIMESTEP_PROJ_DIM, "linear_1")?,
+            linear_2: linear(dim, "linear_2")?,
         })
     }
 
     /// `[N]` scaled timesteps -> `[N, dim]` in `dtype`.
     pub fn forward(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
         let proj = timestep_sinusoid(t, TIMESTEP_PROJ_DIM)?.to_dtype(dtype)?;
-        let h = candle_nn::ops::silu(&self.linear_1.forward(&proj)?)?;
-        Ok(self.linear_2.forward(&h)?)
+        let (w1, b1) = &self.linear_1;
+        let (w2, b2) = &self.linear_2;
+        let h = candle_nn::ops::silu(&linear(&proj, w1, b1)?)?;
+        linear(&h, w2, b2)
     }
 }
 
