@@ -1,9 +1,11 @@
-//! Tiled decoding: spatial tiles with blended overlaps, temporal chunks, a memory budget.
+//! Tiled decoding: spatial tiles with blended overlaps, temporal chunks, bounded memory.
 //!
 //! * Time: the latent is fed to the decoder stream in chunks of `chunk` latent frames. The
 //!   stream's causal convolutions carry the frames later outputs depend on, so chunking
 //!   changes memory, never the result (unlike ltx-core's and ComfyUI's overlapping temporal
-//!   tiles, which blend independently decoded chunks).
+//!   tiles, which blend independently decoded chunks). Inside a call, every block's output is
+//!   cut into pieces of at most `piece_bytes` that run through the rest of the decoder one by
+//!   one (as ComfyUI's decoder does), which is what bounds the fine, wide stages' memory.
 //! * Space: the latent is cut into tiles as ltx-core's `split_with_symmetric_overlaps` does
 //!   (tiles of `tile` latents stepping by `tile - overlap`); each tile is decoded alone and the
 //!   overlaps are blended with ltx-core's trapezoidal masks (linear ramps of
@@ -11,9 +13,13 @@
 //!   `context` extra latents on each inner side that are decoded and then discarded: the
 //!   decoder is local (pixel norm, 3x3x3 convs), so with `context` at least its receptive
 //!   radius ([`super::footprint::receptive_radius`]) tiled and whole decodes agree to rounding.
+//! * Budget: [`super::footprint::estimate`] gives the peak working set of a configuration and
+//!   [`super::footprint::plan_for_budget`] picks one that fits a byte budget.
 //!
 //! Decoding proceeds chunk by chunk over all tiles ([`TiledDecode`] is an iterator of frame
-//! chunks), so finished frames can leave the device while the rest decodes.
+//! chunks), and tiles can be joined on another device ([`TiledDecode::with_output_device`]).
+//! A frame is final once the latents within the decoder's temporal reach (~22 latent frames
+//! for LTX-2) have been fed, so short clips come out in one chunk at the end.
 
 use std::ops::Range;
 
@@ -61,6 +67,7 @@ impl TilingConfig {
     /// `temporal_size`, `temporal_overlap` in frames), converted as ComfyUI does for LTX
     /// (spatial /32, temporal /8 with at least 2 latent frames). `temporal_overlap` is
     /// accepted for compatibility and unused: temporal chunks here are exact, not blended.
+    /// `piece_bytes` is left unbounded; set it (or use `plan_for_budget`) to bound memory.
     pub fn from_comfy(
         tile_size: usize,
         overlap: usize,
