@@ -5,7 +5,10 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod gemma3;
 pub mod ltx2;
 pub mod parity;
+pub mod sampling;
+pub mod weights;
 
 pub use error::{Error, Result};

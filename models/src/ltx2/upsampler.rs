@@ -14,12 +14,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use crate::checkpoint::CheckpointHeader;
 use crate::ltx2::video_vae::config::PaddingMode;
 use crate::ltx2::video_vae::conv::{Conv3d, UNBOUNDED_SCRATCH, conv2d};
 use crate::ltx2::video_vae::ops::{
     LatentStats, depth_to_space, from_frames, group_norm, to_frames,
 };
+use crate::weights::WeightFiles;
 use crate::{Error, Result};
 
 /// GroupNorm groups and epsilon of the upsampler (`nn.GroupNorm(32, C)` defaults).
@@ -285,14 +285,19 @@ pub struct LatentUpsampler {
 }
 
 impl LatentUpsampler {
-    /// Loads an upsampler file (unprefixed keys, metadata `config`).
+    /// Loads an upsampler file (unprefixed keys, metadata `config`), read through
+    /// [`WeightFiles`].
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let header = CheckpointHeader::read(path)?;
-        let config: UpsamplerConfig = serde_json::from_value(header.config()?)
+        let files = WeightFiles::open(&[path])?;
+        let raw = files.metadata().get("config").ok_or_else(|| {
+            Error::Config(format!(
+                "{}: no `config` entry in the metadata",
+                path.display()
+            ))
+        })?;
+        let config: UpsamplerConfig = serde_json::from_str(raw)
             .map_err(|e| Error::Config(format!("{}: upsampler config: {e}", path.display())))?;
-        // SAFETY: the file is memory-mapped read-only; checkpoints are not modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device)? };
-        Self::new(config, vb)
+        Self::new(config, files.var_builder(dtype, device)?)
     }
 
     /// Builds the upsampler from its config and weights.

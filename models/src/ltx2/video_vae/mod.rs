@@ -32,7 +32,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::checkpoint::CheckpointHeader;
+use crate::weights::WeightFiles;
 use crate::{Error, Result};
 
 pub use config::VaeConfig;
@@ -59,20 +59,25 @@ pub struct VideoVae {
 }
 
 impl VideoVae {
-    /// Loads the VAE from an LTX-2 checkpoint file (config from its metadata `config.vae`).
+    /// Loads the VAE from an LTX-2 checkpoint file (config from its metadata `config.vae`;
+    /// quantised checkpoints are read through [`WeightFiles`]).
     pub fn load(checkpoint: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let header = CheckpointHeader::read(checkpoint)?;
-        let config = header.config()?;
-        let section = config.get("vae").ok_or_else(|| {
-            Error::Config(format!(
-                "{}: metadata config has no `vae` section",
-                checkpoint.display()
-            ))
-        })?;
+        Self::from_weight_files(&WeightFiles::open(&[checkpoint])?, dtype, device)
+    }
+
+    /// Builds the VAE from an opened checkpoint (shared with the other components).
+    pub fn from_weight_files(files: &WeightFiles, dtype: DType, device: &Device) -> Result<Self> {
+        let raw = files
+            .metadata()
+            .get("config")
+            .ok_or_else(|| Error::Config("checkpoint metadata has no `config` entry".into()))?;
+        let config: serde_json::Value = serde_json::from_str(raw)
+            .map_err(|e| Error::Config(format!("checkpoint metadata `config` is not JSON: {e}")))?;
+        let section = config
+            .get("vae")
+            .ok_or_else(|| Error::Config("metadata config has no `vae` section".into()))?;
         let cfg = VaeConfig::from_json(section)?;
-        // SAFETY: the file is memory-mapped read-only; checkpoints are not modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[checkpoint], dtype, device)? };
-        Self::new(cfg, vb.pp(CHECKPOINT_PREFIX))
+        Self::new(cfg, files.var_builder(dtype, device)?.pp(CHECKPOINT_PREFIX))
     }
 
     /// Builds the VAE from a config and a VarBuilder at the `vae` prefix.
