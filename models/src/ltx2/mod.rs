@@ -10,4 +10,6 @@ pub mod lora;
 pub mod text;
 pub mod text_features;
 pub mod transformer;
+pub mod upsampler;
+pub mod video_vae;
 pub mod vocoder;
