@@ -172,3 +172,51 @@ fn batched_passes_match_ltx_core() {
         check_variant(&s, variant, PassBatching::Batched);
     }
 }
+
+/// `skip_step` on the video stream: odd steps reuse the previous guided video prediction
+/// exactly (the stream is disabled in that step's positive pass) while audio is recomputed.
+#[test]
+fn video_skip_step_reuses_the_previous_prediction() {
+    let s = setup();
+    let c = &s.checks;
+    for batching in [PassBatching::Sequential, PassBatching::Batched] {
+        let mut g = guidance(c, "full", batching);
+        let mut vp = g.video.params_at(1.0).clone();
+        vp.skip_step = 1;
+        g.video = GuiderSchedule::constant(vp);
+        let mut denoiser = GuidedDenoiser::new(&s.model, &g);
+        let noise = AvNoise {
+            video: c.f32("in.noise_video_tokens"),
+            audio: c.f32("in.noise_audio_tokens"),
+            scale: 1.0,
+        };
+        let mut video = Vec::new();
+        let mut audio = Vec::new();
+        denoise_audio_video(
+            &s.model,
+            &mut denoiser,
+            &s.layout,
+            &s.shape,
+            &noise,
+            &s.sigmas,
+            &mut |t| {
+                video.push(t.video_denoised.clone());
+                audio.push(t.audio_denoised.clone());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(video.len() >= 3, "the check needs at least 3 steps");
+        let diff = |a: &Tensor, b: &Tensor| models::parity::compare(a, b).max_abs;
+        // step 0 is the reference's own step 0 (skipping never applies to step 0)
+        assert_close(
+            &format!("skip: step0 video ({batching:?})"),
+            &video[0],
+            &c.f32("dbg.full.step0.video_denoised"),
+            TOL,
+        );
+        assert_eq!(diff(&video[1], &video[0]), 0.0, "step 1 reuses step 0");
+        assert!(diff(&video[2], &video[1]) > 1e-3, "step 2 is recomputed");
+        assert!(diff(&audio[1], &audio[0]) > 1e-3, "audio is not skipped");
+    }
+}
