@@ -11,4 +11,6 @@ pub mod pipeline;
 pub mod text;
 pub mod text_features;
 pub mod transformer;
+pub mod upsampler;
+pub mod video_vae;
 pub mod vocoder;
