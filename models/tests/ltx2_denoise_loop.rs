@@ -11,17 +11,20 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use models::checkpoint::CheckpointHeader;
-use models::ltx2::audio_vae::Config as AudioVaeConfig;
+use models::ltx2::audio_vae::{AudioVae, Config as AudioVaeConfig};
 use models::ltx2::pipeline::{
-    AvContexts, AvGuidance, AvNoise, GuidedDenoiser, GuiderParams, GuiderSchedule, LatentLayout,
-    PassBatching, VideoPixelShape, denoise_audio_video,
+    AvContexts, AvGuidance, AvLatents, AvMedia, AvNoise, GuidedDenoiser, GuiderParams,
+    GuiderSchedule, LatentLayout, PassBatching, VideoPixelShape, decode_av, denoise_audio_video,
 };
 use models::ltx2::transformer::{LtxAvModel, TransformerConfig};
+use models::ltx2::video_vae::VideoVae;
 use models::parity::{Checks, assert_close, model_path};
 use models::sampling::scheduler::{Ltx2SchedulerParams, ltx2_sigmas};
 
 /// fp32 vs the fp32 reference (fixture README: transformer / denoise loop rel <= 1e-4).
 const TOL: f64 = 1e-4;
+/// fp32 VAE / vocoder vs the reference on the same input (fixture README: rel <= 1e-5).
+const DECODE_TOL: f64 = 1e-5;
 
 struct Setup {
     checks: Checks,
@@ -32,11 +35,14 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(DType::F32)
+}
+
+fn setup_with(dtype: DType) -> Setup {
     let path = model_path("ltx2-tiny.safetensors");
     let header = CheckpointHeader::read(&path).unwrap();
     // SAFETY: the fixture file is read-only and not modified while mapped.
-    let vb =
-        unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }.unwrap();
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], dtype, &Device::Cpu) }.unwrap();
     let model = LtxAvModel::from_checkpoint(&header, vb).unwrap();
     let config = header.config().unwrap();
     let audio_cfg = AudioVaeConfig::from_json(&config["audio_vae"]).unwrap();
@@ -159,10 +165,56 @@ fn cfg_loop_matches_ltx_core() {
     check_variant(&s, "cfg", PassBatching::Sequential);
 }
 
+/// The final decode of the `full` run (video VAE with `in.decode_noise`, audio VAE + vocoder).
+fn decode(latents: &AvLatents, c: &Checks) -> AvMedia {
+    let path = model_path("ltx2-tiny.safetensors");
+    let video_vae = VideoVae::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let config = CheckpointHeader::read(&path).unwrap().config().unwrap();
+    // SAFETY: the fixture file is read-only and not modified while mapped.
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }.unwrap();
+    let audio_vae = AudioVae::new(&config, false, vb).unwrap();
+    decode_av(
+        latents,
+        &video_vae,
+        &audio_vae,
+        Some(&c.f32("in.decode_noise")),
+    )
+    .unwrap()
+}
+
+fn check_media(label: &str, media: &AvMedia, c: &Checks, tol: f64) {
+    let key = "out.full.decoded_video";
+    assert_close(&format!("{key} ({label})"), &media.video, &c.f32(key), tol);
+    // ltx-core's `decode_audio` squeezes a batch of one.
+    let key = "out.full.waveform";
+    let wave = media.audio.squeeze_batch().unwrap();
+    assert_close(&format!("{key} ({label})"), &wave, &c.f32(key), tol);
+}
+
 #[test]
-fn full_guidance_loop_matches_ltx_core() {
+fn full_guidance_loop_and_decode_match_ltx_core() {
     let s = setup();
-    check_variant(&s, "full", PassBatching::Sequential);
+    let (video, audio) = check_variant(&s, "full", PassBatching::Sequential);
+    // The decoded media carry the loop's error (rel ~1e-6 on the latents), so the loop's
+    // tolerance applies.
+    let media = decode(&AvLatents { video, audio }, &s.checks);
+    check_media("from our latents", &media, &s.checks, TOL);
+}
+
+#[test]
+fn decode_of_the_reference_latents_matches_ltx_core() {
+    let c = Checks::open("g_denoise_loop");
+    let latents = AvLatents {
+        video: c.f32("out.full.video_latent"),
+        audio: c.f32("out.full.audio_latent"),
+    };
+    check_media(
+        "from the reference latents",
+        &decode(&latents, &c),
+        &c,
+        DECODE_TOL,
+    );
 }
 
 #[test]
@@ -218,5 +270,42 @@ fn video_skip_step_reuses_the_previous_prediction() {
         assert_eq!(diff(&video[1], &video[0]), 0.0, "step 1 reuses step 0");
         assert!(diff(&video[2], &video[1]) > 1e-3, "step 2 is recomputed");
         assert!(diff(&audio[1], &audio[0]) > 1e-3, "audio is not skipped");
+    }
+}
+
+/// The same loop in bf16 (weights and latents; sigmas, timesteps and audio positions f32, video
+/// positions rounded to bf16, as ltx-pipelines does): bounded against the f32 reference with the
+/// fixture README's bf16 tolerance, and reported against ltx-core's own bf16 run.
+#[test]
+fn bf16_full_loop_is_bounded_by_the_f32_reference() {
+    let s = setup_with(DType::BF16);
+    let c = &s.checks;
+    let g = guidance(c, "full", PassBatching::Sequential);
+    let mut denoiser = GuidedDenoiser::new(&s.model, &g);
+    let noise = AvNoise {
+        video: c.f32("in.noise_video_tokens"),
+        audio: c.f32("in.noise_audio_tokens"),
+        scale: 1.0,
+    };
+    let out = denoise_audio_video(
+        &s.model,
+        &mut denoiser,
+        &s.layout,
+        &s.shape,
+        &noise,
+        &s.sigmas,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(out.video.dtype(), DType::BF16);
+    for (name, t) in [("video_latent", &out.video), ("audio_latent", &out.audio)] {
+        let t = t.to_dtype(DType::F32).unwrap();
+        let key = format!("out.full.{name}");
+        assert_close(&format!("bf16 {key}"), &t, &c.f32(&key), 0.2);
+        let bf = models::parity::compare(&t, &c.f32(&format!("bf16.{key}")));
+        println!(
+            "bf16 {key} vs ltx-core bf16: max_abs {:.3e} max_rel {:.3e}",
+            bf.max_abs, bf.max_rel
+        );
     }
 }
