@@ -91,7 +91,10 @@ pub fn euler_denoising_loop(
 }
 
 /// Noise of both streams in token layout (`[B, T, C]`, as ltx-core's noiser draws it after
-/// patchifying), and its scale (1 = pure noise where the mask is 1).
+/// patchifying), and its scale (1 = pure noise where the mask is 1). The states are built on
+/// the noise's device, which must be the model's. (ltx-pipelines' `GaussianNoiser` draws both
+/// from one seeded generator, video first; `sampling::noise::RandomNoise` with the two token
+/// shapes draws the same way from PyTorch's CPU generator, not checked against a fixture.)
 #[derive(Debug, Clone)]
 pub struct AvNoise {
     /// Video noise tokens.
