@@ -5,6 +5,7 @@
 //! nodes live one file each (`image.rs`, `latent.rs`, ...) and [`builtin_registry`] lists them.
 
 pub mod context;
+pub mod dev;
 pub mod env;
 pub mod error;
 pub mod files;
