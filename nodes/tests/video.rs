@@ -430,3 +430,34 @@ fn flat_colours_come_back_within_two_levels() {
     );
     assert!(max <= 2.0 / 255.0 + 1e-6, "max abs error {max}");
 }
+
+#[test]
+fn remux_keeps_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, rotated, copy) = (
+        dir.path().join("src.mp4"),
+        dir.path().join("rot.mp4"),
+        dir.path().join("copy.mp4"),
+    );
+    write(
+        &src,
+        &gradient(3, 48, 32),
+        None,
+        FrameRate { num: 24, den: 1 },
+    );
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&src)
+        .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+        .arg(&rotated)
+        .status()
+        .expect("ffmpeg (Debian package ffmpeg) must be installed");
+    assert!(status.success());
+    remux::remux_to_mp4(&rotated, &copy, None).unwrap();
+    let (before, after) = (ffprobe(&rotated), ffprobe(&copy));
+    let side = &stream(&after, "video")["side_data_list"];
+    assert_eq!(side[0]["side_data_type"], "Display Matrix", "{side}");
+    assert_eq!(*side, stream(&before, "video")["side_data_list"]);
+    let decoded = decode::decode_file(&copy, NO_CHECK).unwrap();
+    assert_eq!(decoded.images.dims(), [3, 48, 32, 3]);
+}

@@ -1,6 +1,7 @@
 //! Saving a `VideoFromFile` without re-encoding (ComfyUI's `save_to` "reuse streams" branch):
-//! every video, audio and subtitle stream is copied packet by packet into an MP4, the source's
-//! container metadata is kept and the caller's tags overlay it.
+//! every video, audio and subtitle stream is copied packet by packet (with its side data, such
+//! as the rotation) into an MP4, the source's container metadata is kept and the caller's tags
+//! overlay it.
 
 use std::path::Path;
 
@@ -60,6 +61,7 @@ fn copy_streams(
         unsafe {
             (*out.parameters().as_mut_ptr()).codec_tag = 0;
         }
+        copy_side_data(&stream, &mut out);
         map[stream.index()] = Some((out.index(), stream.time_base()));
     }
     let mut options = Dictionary::new();
@@ -97,6 +99,29 @@ fn copy_streams(
             .map_err(fail("writing a packet"))?;
     }
     octx.write_trailer().map_err(fail("finishing the MP4 file"))
+}
+
+/// Copies a stream's side data (the display matrix that rotates phone videos, ...): FFmpeg 5.1
+/// keeps it on the stream rather than in the codec parameters.
+fn copy_side_data(
+    src: &ffmpeg::format::stream::Stream,
+    dst: &mut ffmpeg::format::stream::StreamMut,
+) {
+    for side in src.side_data() {
+        let bytes = side.data();
+        // SAFETY: `dst` is a live stream of an output context being set up; FFmpeg allocates
+        // `bytes.len()` bytes for the new entry (or returns null), which we fill completely.
+        unsafe {
+            let target = ffmpeg::ffi::av_stream_new_side_data(
+                dst.as_mut_ptr(),
+                side.kind().into(),
+                bytes.len(),
+            );
+            if !target.is_null() {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), target, bytes.len());
+            }
+        }
+    }
 }
 
 /// The source's container tags, with `metadata` overlaid (ComfyUI's `write_output_metadata`).
