@@ -57,9 +57,9 @@ fn first_video_stream(
     ictx: &ffmpeg::format::context::Input,
     path: &Path,
 ) -> Result<usize, NodeError> {
+    // FFmpeg's pick skips attached cover pictures; otherwise it is the first video stream.
     ictx.streams()
         .best(MediaType::Video)
-        .filter(|s| s.parameters().medium() == MediaType::Video)
         .or_else(|| {
             ictx.streams()
                 .find(|s| s.parameters().medium() == MediaType::Video)

@@ -5,6 +5,14 @@
 //! frames), [`encode`] (components -> H.264/AAC MP4), [`decode`] (file -> components),
 //! [`remux`] (file -> MP4 without re-encoding), and one file per node family: [`create`],
 //! [`load`], [`save`].
+//!
+//! Schemas follow the reference ComfyUI (`SaveVideo` with `format`/`codec` combos, no output;
+//! `CreateVideo` without `bit_depth`/`color_space`); encoding follows current ComfyUI's 8-bit
+//! sRGB path. Where we differ on purpose: odd frame sizes are cropped to even ones (ComfyUI's
+//! H.264 encoder would fail), LoadVideo opens the file when it runs so a broken upload fails
+//! there, its fingerprint is the file's SHA-256 (ComfyUI: the modification time), 8-bit
+//! sources decode through RGB24 and deeper ones through RGB48, and 6-channel audio is written
+//! as FFmpeg's `5.1(back)` layout, the one its AAC encoder accepts.
 
 pub mod av;
 pub mod create;
