@@ -2,7 +2,8 @@
 //! and the node implementations, with ComfyUI's names, inputs and `/object_info` schema.
 //!
 //! A node is a [`schema::NodeSchema`] plus one function ([`registry::RunFn`]); families of
-//! nodes live one file each (`image.rs`, `latent.rs`, ...) and [`builtin_registry`] lists them.
+//! nodes live one file (or folder, `video/`) each (`image.rs`, `latent.rs`, ...) and
+//! [`builtin_registry`] lists them.
 
 pub mod context;
 pub mod dev;
@@ -17,6 +18,7 @@ pub mod primitive;
 pub mod registry;
 pub mod schema;
 pub mod value;
+pub mod video;
 
 pub use context::{Ctx, Interrupt, Preview, Reporter};
 pub use env::Env;
@@ -32,5 +34,6 @@ pub fn builtin_registry() -> Registry {
     image::register(&mut r);
     latent::register(&mut r);
     primitive::register(&mut r);
+    video::register(&mut r);
     r
 }
