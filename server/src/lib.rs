@@ -108,7 +108,9 @@ pub async fn serve(
                 addr: *addr,
                 source,
             })?;
-        tracing::info!("listening on http://{addr}");
+        // The bound address (the port is the OS's choice when 0 was asked for).
+        let bound = listener.local_addr().unwrap_or(*addr);
+        tracing::info!("listening on http://{bound}");
         let mut stop = stop_tx.subscribe();
         let app = app.clone();
         servers.push(tokio::spawn(async move {

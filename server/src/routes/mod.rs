@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use tower::Layer;
 
 use crate::auth::{Role, Scope, parse_basic};
 use crate::state::AppState;
@@ -112,7 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .config
         .max_upload_bytes
         .max(state.config.max_body_bytes);
-    Router::new()
+    let routes = Router::new()
         .merge(comfy_routes())
         .nest("/api", comfy_routes().merge(api_only_routes()))
         .route("/health", get(system::health))
@@ -127,8 +128,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/templates/{*path}", get(static_files::template))
         .fallback(static_files::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), scope_layer))
-        .with_state(state)
+        .with_state(state.clone());
+    // The scope layer rewrites `/<user>/...` to `/...`, so it must run before routing: a
+    // `Router::layer` would run after the route was chosen from the unstripped path.
+    let scoped = middleware::from_fn_with_state(state, scope_layer).layer(routes);
+    Router::new().fallback_service(scoped)
 }
 
 fn unauthorized() -> Response {
