@@ -131,10 +131,10 @@ pub async fn submit(
     for key in SENSITIVE_KEYS {
         extra.remove(*key);
     }
-    extra.insert(
-        "client_id".into(),
-        client_id.clone().map(Value::from).unwrap_or(Value::Null),
-    );
+    // As ComfyUI: copied only when the request has the key.
+    if let Some(value) = request.get("client_id") {
+        extra.insert("client_id".into(), value.clone());
+    }
     if !extra.contains_key("comfy_usage_source")
         && let Some(source) = headers
             .get("comfy-usage-source")
