@@ -129,12 +129,18 @@ pub fn validate_prompt(
     partial: Option<&[String]>,
     limits: &Limits,
 ) -> Result<Validated, PromptError> {
-    let Some(map) = prompt.as_object() else {
-        return Err(PromptError::new(
-            "invalid_prompt",
-            "Invalid prompt",
-            "The prompt must be a JSON object",
-        ));
+    let empty = Map::new();
+    let map = match prompt {
+        Json::Object(map) => map,
+        // ComfyUI iterates the prompt's keys: an empty list has none, so it has no outputs.
+        Json::Array(items) if items.is_empty() => &empty,
+        _ => {
+            return Err(PromptError::new(
+                "invalid_prompt",
+                "Invalid prompt",
+                "The prompt must be a JSON object",
+            ));
+        }
     };
     if map.len() > limits.max_nodes {
         let details = format!(
