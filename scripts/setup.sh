@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FRONTEND_VERSION="${COMFYRS_FRONTEND_VERSION:-1.58.1}"
+# The workflow templates: index + workflow JSON, and the video bundle's thumbnails (LTX-2 et al.).
+TEMPLATES_JSON_VERSION="${COMFYRS_TEMPLATES_JSON_VERSION:-0.1.123}"
+TEMPLATES_VIDEO_VERSION="${COMFYRS_TEMPLATES_VIDEO_VERSION:-0.3.101}"
 DATA="${COMFYRS_BASE_DIR:-data}"
 TEST=0
 while [ $# -gt 0 ]; do
@@ -56,6 +59,27 @@ if [ ! -f "$front/static/index.html" ] || [ "$(cat "$front/VERSION" 2>/dev/null)
   unzip -q "$tmp"/comfyui_frontend_package-*.whl 'comfyui_frontend_package/static/*' -d "$tmp/x"
   mv "$tmp/x/comfyui_frontend_package/static" "$front/static"
   echo "$FRONTEND_VERSION" > "$front/VERSION"
+  rm -rf "$tmp"
+fi
+# The workflow templates (`comfyui-workflow-templates-json` and `-media-video` wheels), served at
+# /templates/ (index.json, workflows, thumbnails).
+templates="$front/templates"
+templates_id="json-$TEMPLATES_JSON_VERSION video-$TEMPLATES_VIDEO_VERSION"
+if [ ! -f "$templates/index.json" ] || [ "$(cat "$front/TEMPLATES_VERSION" 2>/dev/null)" != "$templates_id" ]; then
+  echo "setup: installing the workflow templates ($templates_id) into $templates"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+    "comfyui-workflow-templates-json==$TEMPLATES_JSON_VERSION" \
+    "comfyui-workflow-templates-media-video==$TEMPLATES_VIDEO_VERSION"
+  rm -rf "$templates"
+  mkdir -p "$templates"
+  for wheel in "$tmp"/*.whl; do
+    unzip -q -o "$wheel" '*/templates/*' -d "$tmp/x"
+  done
+  for dir in "$tmp"/x/*/templates; do
+    cp -r "$dir"/. "$templates"/
+  done
+  echo "$templates_id" > "$front/TEMPLATES_VERSION"
   rm -rf "$tmp"
 fi
 echo "setup: done"
