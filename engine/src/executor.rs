@@ -153,6 +153,8 @@ impl Engine {
             nodes: cached.clone(),
             timestamp: now_ms(),
         });
+        // ComfyUI reports every node id its output cache knows for the prompt: all of them.
+        let prompt_ids: Vec<String> = job.prompt.ids().to_vec();
         let mut list = ExecutionList::new(job.prompt, &self.registry, job.outputs, &|id| {
             results.contains_key(id)
         });
@@ -173,7 +175,7 @@ impl Engine {
                         &message,
                         vec![],
                         &Inputs::new(),
-                        &cached,
+                        &prompt_ids,
                     );
                     break Outcome::Error;
                 }
@@ -211,7 +213,7 @@ impl Engine {
                         &message,
                         traceback,
                         &failure.inputs,
-                        &cached,
+                        &prompt_ids,
                     );
                     break Outcome::Error;
                 }
@@ -485,11 +487,12 @@ impl<'a> Run<'a> {
         for (name, values) in &gathered {
             all.insert(name, values.clone());
         }
+        // ComfyUI starts the node's progress before announcing it.
+        self.set_progress(id, 0.0, 1.0, "running");
         self.sink.emit(Event::Executing {
             prompt_id: self.job.prompt_id.into(),
             node: Some(id.into()),
         });
-        self.set_progress(id, 0.0, 1.0, "running");
         let calls = self
             .call_node(def, interrupt, id, &gathered)
             .map_err(|error| Failure {
@@ -580,10 +583,9 @@ impl<'a> Run<'a> {
         message: &str,
         traceback: Vec<String>,
         inputs: &Inputs,
-        cached: &[String],
+        current_outputs: &[String],
     ) {
         tracing::error!(node = %id, class, %message, "node failed");
-        self.set_progress(id, 0.0, 1.0, "error");
         let current_inputs: Map<String, Json> = inputs
             .entries()
             .iter()
@@ -597,7 +599,7 @@ impl<'a> Run<'a> {
         let data = json!({"prompt_id": self.job.prompt_id, "node_id": id, "node_type": class,
                           "executed": self.executed, "exception_message": message,
                           "exception_type": exception_type, "traceback": traceback,
-                          "current_inputs": current_inputs, "current_outputs": cached,
+                          "current_inputs": current_inputs, "current_outputs": current_outputs,
                           "timestamp": now_ms()});
         self.lifecycle(Event::ExecutionError(data));
     }
