@@ -29,11 +29,21 @@ pub struct Socket {
     pub tx: mpsc::Sender<Message>,
 }
 
+/// The node a running prompt is executing, for the on-connect replay.
+#[derive(Debug, Clone)]
+struct Executing {
+    user: String,
+    client_id: String,
+    node: Value,
+}
+
 /// The registry of sockets.
 #[derive(Default)]
 pub struct Hub {
     sockets: RwLock<HashMap<u64, Socket>>,
     next: AtomicU64,
+    /// Per running job with a client: the node of its last `executing` message.
+    executing: RwLock<HashMap<String, Executing>>,
 }
 
 impl Hub {
@@ -67,19 +77,21 @@ impl Hub {
         self.sockets.read().is_empty()
     }
 
-    /// Sends a job event to the sockets allowed to see it.
+    /// Sends a job event to the sockets allowed to see it: the submitting client's socket, or,
+    /// for a prompt queued without a client id, every socket of the user but only the messages
+    /// ComfyUI broadcasts then (progress, progress_state, previews, execution_interrupted).
     pub fn route(&self, event: &JobEvent) {
+        self.track_executing(event);
+        let client = event.client_id.as_deref().filter(|sid| !sid.is_empty());
+        if client.is_none() && !sent_without_client(&event.message) {
+            return;
+        }
         let targets: Vec<Socket> = self
             .sockets
             .read()
             .values()
             .filter(|s| s.user == event.user)
-            .filter(|s| {
-                event
-                    .client_id
-                    .as_ref()
-                    .is_none_or(|sid| sid.is_empty() || &s.sid == sid)
-            })
+            .filter(|s| client.is_none_or(|sid| s.sid == sid))
             .cloned()
             .collect();
         for socket in targets {
@@ -88,6 +100,63 @@ impl Hub {
                 let _ = socket.tx.try_send(message);
             }
         }
+    }
+}
+
+impl Hub {
+    /// Remembers the node each prompt with a client is executing (`executing` with a node),
+    /// and forgets the prompt when it is done (`executing` with `node: null`).
+    fn track_executing(&self, event: &JobEvent) {
+        let EventMessage::Json { kind, data } = &event.message else {
+            return;
+        };
+        if kind != "executing" {
+            return;
+        }
+        let Some(client_id) = event.client_id.as_ref().filter(|c| !c.is_empty()) else {
+            return;
+        };
+        let mut map = self.executing.write();
+        if data["node"].is_null() {
+            map.remove(&event.job_id);
+        } else {
+            map.insert(
+                event.job_id.clone(),
+                Executing {
+                    user: event.user.clone(),
+                    client_id: client_id.clone(),
+                    node: data["node"].clone(),
+                },
+            );
+        }
+    }
+
+    /// The prompts `sid` of `user` submitted that are executing a node, with that node: what
+    /// ComfyUI replays to a (re)connecting socket as `executing {"node"}`.
+    pub fn executing_for(&self, user: &str, sid: &str) -> Vec<(String, Value)> {
+        self.executing
+            .read()
+            .iter()
+            .filter(|(_, e)| e.user == user && e.client_id == sid)
+            .map(|(job, e)| (job.clone(), e.node.clone()))
+            .collect()
+    }
+
+    /// Forgets a prompt's executing node (it is no longer running).
+    pub fn forget_executing(&self, job_id: &str) {
+        self.executing.write().remove(job_id);
+    }
+}
+
+/// Whether ComfyUI sends this message of a prompt that has no `client_id` (its `add_message`
+/// and `executing`/`executed` are skipped then; progress and previews go to everyone).
+fn sent_without_client(message: &EventMessage) -> bool {
+    match message {
+        EventMessage::Json { kind, .. } => matches!(
+            kind.as_str(),
+            "progress" | "progress_state" | "execution_interrupted"
+        ),
+        EventMessage::Preview { .. } | EventMessage::Text { .. } => true,
     }
 }
 

@@ -11,6 +11,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
+use queue::JobState;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -38,6 +39,23 @@ pub async fn handler(
         .on_upgrade(move |socket| run(state, scope, sid, socket))
 }
 
+/// ComfyUI's reconnect help: if this client's prompt is running, `executing {"node"}` (no
+/// prompt id) tells the frontend which node to highlight again.
+async fn replay_executing(state: &AppState, scope: &Scope, sid: &str, tx: &mpsc::Sender<Message>) {
+    for (job_id, node) in state.hub.executing_for(&scope.user, sid) {
+        let running = matches!(
+            state.config.backend.get(&job_id).await,
+            Ok(Some(job)) if job.state == JobState::Running
+        );
+        if !running {
+            state.hub.forget_executing(&job_id);
+            continue;
+        }
+        let message = json!({"type": "executing", "data": {"node": node}});
+        let _ = tx.send(Message::Text(message.to_string().into())).await;
+    }
+}
+
 async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(SOCKET_BUFFER);
@@ -55,6 +73,7 @@ async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket)
         .await
         .unwrap_or(0);
     let _ = tx.send(status_message(remaining, Some(&sid))).await;
+    replay_executing(&state, &scope, &sid, &tx).await;
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             if sink.send(message).await.is_err() {
