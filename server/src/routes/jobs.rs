@@ -259,8 +259,9 @@ pub async fn list(
         })
         .await?;
     // Jobs cancelled before they ran have no history in ComfyUI; they stay visible here only to
-    // admins (the workshop report counts them).
-    jobs.retain(|j| scope.admin || !(j.state == JobState::Cancelled && j.result.is_none()));
+    // a workshop's admins (the workshop report counts them).
+    let workshop_admin = scope.admin && state.config.users.is_some();
+    jobs.retain(|j| workshop_admin || !(j.state == JobState::Cancelled && j.result.is_none()));
     if let Some(workflow) = params.get("workflow_id") {
         jobs.retain(|j| {
             j.extra_data
