@@ -28,8 +28,10 @@ use crate::state::AppState;
 
 pub use jobs::{history_entry, job_item};
 
-/// Routes ComfyUI mounts at both `P` and `/api/P`.
-fn comfy_routes() -> Router<Arc<AppState>> {
+/// Routes ComfyUI mounts at both `P` and `/api/P`. Uploads may be as large as
+/// `upload_limit` (ComfyUI's `--max-upload-size`; a declared `Content-Length` beyond it is
+/// answered 413 before any of the body is read); other bodies are limited by the router.
+fn comfy_routes(upload_limit: usize) -> Router<Arc<AppState>> {
     Router::new()
         .route("/prompt", get(prompt::status).post(prompt::submit))
         .route("/queue", get(queue::get_queue).post(queue::post_queue))
@@ -41,8 +43,22 @@ fn comfy_routes() -> Router<Arc<AppState>> {
         .route("/object_info/{class}", get(object_info::one))
         .route("/view", get(files::view))
         .route("/view_metadata/{folder}", get(files::view_metadata))
-        .route("/upload/image", post(files::upload_image))
-        .route("/upload/mask", post(files::upload_mask))
+        .route(
+            "/upload/image",
+            post(files::upload_image)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .layer(middleware::from_fn(move |req, next| {
+                    files::refuse_declared_oversize(upload_limit, req, next)
+                })),
+        )
+        .route(
+            "/upload/mask",
+            post(files::upload_mask)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .layer(middleware::from_fn(move |req, next| {
+                    files::refuse_declared_oversize(upload_limit, req, next)
+                })),
+        )
         .route("/system_stats", get(system::system_stats))
         .route("/features", get(system::features))
         .route("/extensions", get(system::extensions))
@@ -109,13 +125,11 @@ fn api_only_routes() -> Router<Arc<AppState>> {
 
 /// The whole application.
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state
-        .config
-        .max_upload_bytes
-        .max(state.config.max_body_bytes);
+    let upload_limit = state.config.max_upload_bytes;
+    let body_limit = state.config.max_body_bytes;
     let routes = Router::new()
-        .merge(comfy_routes())
-        .nest("/api", comfy_routes().merge(api_only_routes()))
+        .merge(comfy_routes(upload_limit))
+        .nest("/api", comfy_routes(upload_limit).merge(api_only_routes()))
         .route("/health", get(system::health))
         .route("/internal/logs", get(internal::logs))
         .route("/internal/logs/raw", get(internal::logs_raw))
