@@ -88,6 +88,24 @@ fn message_time(job: &Job, names: &[&str]) -> Option<i64> {
         .and_then(|(_, d)| d["timestamp"].as_i64())
 }
 
+/// `execution_start_time` and `execution_end_time` (ms): the lifecycle messages' timestamps,
+/// else the attempt's times.
+fn execution_times(job: &Job) -> (Option<i64>, Option<i64>) {
+    let start = message_time(job, &["execution_start"])
+        .or(job.started_at.filter(|_| job.state != JobState::Pending));
+    let end = message_time(
+        job,
+        &[
+            "execution_success",
+            "execution_error",
+            "execution_interrupted",
+        ],
+    )
+    .or(job.finished_at)
+    .filter(|_| job.result.is_some());
+    (start, end)
+}
+
 /// The jobs-API status of a job (an interrupted prompt is `cancelled`).
 fn api_status(job: &Job) -> &'static str {
     job.state.api_name()
@@ -106,22 +124,11 @@ pub fn job_item(job: &Job, position: Option<usize>, detail: bool, now: i64) -> V
             .cloned()
             .unwrap_or(json!(job.created_at)),
     );
-    if let Some(t) = message_time(job, &["execution_start"])
-        .or(job.started_at.filter(|_| job.state != JobState::Pending))
-    {
+    let (start, end) = execution_times(job);
+    if let Some(t) = start {
         item.insert("execution_start_time".into(), json!(t));
     }
-    if let Some(t) = message_time(
-        job,
-        &[
-            "execution_success",
-            "execution_error",
-            "execution_interrupted",
-        ],
-    )
-    .or(job.finished_at)
-        && job.result.is_some()
-    {
+    if let Some(t) = end {
         item.insert("execution_end_time".into(), json!(t));
     }
     if job.state == JobState::Failed
@@ -272,13 +279,8 @@ pub async fn list(
     }
     match sort_by {
         "execution_duration" => jobs.sort_by_key(|j| {
-            (
-                j.finished_at
-                    .zip(j.started_at)
-                    .map(|(f, s)| f - s)
-                    .unwrap_or(0),
-                j.seq,
-            )
+            let (start, end) = execution_times(j);
+            (end.zip(start).map(|(e, s)| e - s).unwrap_or(0), j.seq)
         }),
         _ => jobs.sort_by_key(|j| (j.created_at, j.seq)),
     }
