@@ -9,13 +9,40 @@ use serde_json::{Value, json};
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: Value,
+    body: Body,
+}
+
+/// The body of an error response.
+#[derive(Debug)]
+enum Body {
+    Json(Value),
+    Text(&'static str),
+    Empty,
 }
 
 impl ApiError {
     /// A response with a JSON body.
     pub fn json(status: StatusCode, body: Value) -> Self {
-        Self { status, body }
+        Self {
+            status,
+            body: Body::Json(body),
+        }
+    }
+
+    /// A bare status without a body (what ComfyUI's `/view` and userdata routes answer).
+    pub fn status(status: StatusCode) -> Self {
+        Self {
+            status,
+            body: Body::Empty,
+        }
+    }
+
+    /// A plain-text body (ComfyUI's `web.Response(status, text=...)`).
+    pub fn text(status: StatusCode, text: &'static str) -> Self {
+        Self {
+            status,
+            body: Body::Text(text),
+        }
     }
 
     /// `{"error": message}` (the jobs API's and userdata's error shape).
@@ -71,7 +98,11 @@ impl From<queue::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        match self.body {
+            Body::Json(body) => (self.status, Json(body)).into_response(),
+            Body::Text(text) => (self.status, text).into_response(),
+            Body::Empty => self.status.into_response(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use nodes::env::{safe_join, split_annotation};
@@ -27,37 +28,49 @@ pub async fn view(
     Query(params): Query<HashMap<String, String>>,
     req: Request,
 ) -> ApiResult<Response> {
+    // Errors are bare statuses, as ComfyUI's `view_image` answers them.
     let Some(raw_name) = params.get("filename") else {
-        return Err(ApiError::not_found("no filename"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     };
     let (name, annotated) = split_annotation(raw_name);
     let kind = annotated
         .map(str::to_string)
         .or_else(|| params.get("type").cloned())
         .unwrap_or_else(|| "output".into());
-    if name.starts_with('/') || name.contains("..") || name.contains('\\') {
-        return Err(ApiError::bad_request("invalid filename"));
+    if name.is_empty() || name.starts_with('/') || name.contains("..") || name.contains('\\') {
+        return Err(ApiError::status(StatusCode::BAD_REQUEST));
     }
     let env = state.env(&scope);
     let Some(base) = env.dirs.for_type(&kind) else {
-        return Err(ApiError::bad_request("invalid type"));
+        return Err(ApiError::status(StatusCode::BAD_REQUEST));
     };
     let subfolder = params.get("subfolder").map(String::as_str).unwrap_or("");
-    let folder = safe_join(base, subfolder)
-        .ok_or_else(|| ApiError::forbidden("subfolder outside the folder"))?;
+    let folder =
+        safe_join(base, subfolder).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
     let file_name = FsPath::new(name)
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let path = folder.join(&file_name);
     if !path.is_file() {
-        return Err(ApiError::not_found("file not found"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
-    if let Some(preview) = params.get("preview") {
-        return preview_image(&path, preview).await;
-    }
-    if let Some(channel) = params.get("channel").filter(|c| c.as_str() != "rgba") {
-        return channel_image(&path, channel).await;
+    let converted = if let Some(preview) = params.get("preview") {
+        Some(preview_image(&path, preview).await?)
+    } else if let Some(channel) = params.get("channel").filter(|c| c.as_str() != "rgba") {
+        Some(channel_image(&path, channel).await?)
+    } else {
+        None
+    };
+    if let Some(mut response) = converted {
+        // Named after the original file, as ComfyUI does.
+        let disposition = format!("filename=\"{}\"", file_name.replace('"', ""));
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_DISPOSITION, v);
+        }
+        return Ok(response);
     }
     serve_file(&path, &file_name, req.headers()).await
 }
@@ -177,6 +190,21 @@ async fn channel_image(path: &FsPath, channel: &str) -> ApiResult<Response> {
     .map_err(ApiError::internal)?
 }
 
+/// Answers 413 at once when the declared `Content-Length` exceeds `limit`, before any of the
+/// body is read (a streamed body is still cut at the limit by the body-limit layer).
+pub async fn refuse_declared_oversize(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        tracing::info!(declared, limit, "upload refused: too large");
+        return (StatusCode::PAYLOAD_TOO_LARGE, "upload too large").into_response();
+    }
+    next.run(req).await
+}
+
 /// The fields of an upload form.
 struct Upload {
     file_name: String,
@@ -215,12 +243,15 @@ async fn read_upload(mut form: Multipart, field_name: &str) -> ApiResult<Upload>
         }
     }
     if !seen_file || upload.file_name.is_empty() {
-        return Err(ApiError::json(
-            StatusCode::BAD_REQUEST,
-            json!({"error": format!("no {field_name} file in the form")}),
-        ));
+        return Err(refused(&format!("no {field_name} file in the form")));
     }
     Ok(upload)
+}
+
+/// A refused upload: a bare 400 as ComfyUI answers, with the reason in the log.
+fn refused(reason: &str) -> ApiError {
+    tracing::info!(reason, "upload refused");
+    ApiError::status(StatusCode::BAD_REQUEST)
 }
 
 fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
@@ -232,13 +263,13 @@ fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
 /// identical existing file is reused and a different one gets `name (1).ext`, `name (2).ext`...
 fn place_upload(base: &FsPath, upload: &Upload) -> ApiResult<(PathBuf, String, bool)> {
     let folder = safe_join(base, &upload.subfolder)
-        .ok_or_else(|| ApiError::bad_request("subfolder outside the folder"))?;
-    let raw = FsPath::new(&upload.file_name)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    if raw.is_empty() || raw.starts_with('.') {
-        return Err(ApiError::bad_request("invalid file name"));
+        .ok_or_else(|| refused("subfolder outside the folder"))?;
+    // A name with a path in it (`../evil.png`) is refused, as ComfyUI refuses one that
+    // leaves the folder.
+    let raw = upload.file_name.clone();
+    let plain = FsPath::new(&raw).file_name().and_then(|n| n.to_str()) == Some(raw.as_str());
+    if !plain || raw.starts_with('.') || raw.contains('\\') {
+        return Err(refused("invalid file name"));
     }
     std::fs::create_dir_all(&folder).map_err(ApiError::internal)?;
     if upload.overwrite {
@@ -275,10 +306,7 @@ async fn store_upload(
         _ => None,
     };
     let Some(base) = base else {
-        return Err(ApiError::bad_request(format!(
-            "invalid type {:?}",
-            upload.kind
-        )));
+        return Err(refused(&format!("invalid type {:?}", upload.kind)));
     };
     let (folder, name, write) = place_upload(&base, upload)?;
     if write {

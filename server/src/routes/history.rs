@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use queue::{Filter, JobState};
 use serde_json::{Map, Value, json};
@@ -81,7 +82,7 @@ pub async fn post(
     State(state): State<Arc<AppState>>,
     Extension(scope): Extension<Scope>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let owner = scope.owner_filter();
@@ -104,5 +105,5 @@ pub async fn post(
             .delete_history(Some(&ids), owner.as_deref())
             .await?;
     }
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }

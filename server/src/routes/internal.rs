@@ -64,7 +64,7 @@ pub async fn files(
     let dir = env
         .dirs
         .for_type(&kind)
-        .ok_or_else(|| ApiError::bad_request("type must be input, output or temp"))?;
+        .ok_or_else(|| ApiError::bad_request("Invalid directory type"))?;
     let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
         .map(|entries| {
             entries

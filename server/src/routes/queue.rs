@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use queue::{Filter, Job, JobState, scheduler};
 use serde_json::{Value, json};
@@ -56,7 +57,7 @@ pub async fn post_queue(
     State(state): State<Arc<AppState>>,
     Extension(scope): Extension<Scope>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     let request = parse_body(&body)?;
     let owner = scope.owner_filter();
     if request.get("clear").is_some_and(engine::pyfmt::truthy) {
@@ -71,7 +72,7 @@ pub async fn post_queue(
             }
         }
     }
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }
 
 /// `POST /interrupt` with optional `{"prompt_id"}`: stops that running prompt, or (without an
@@ -80,7 +81,7 @@ pub async fn interrupt(
     State(state): State<Arc<AppState>>,
     Extension(scope): Extension<Scope>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     let request = parse_body(&body).unwrap_or_else(|_| json!({}));
     let owner = scope.owner_filter();
     let running = state
@@ -100,7 +101,7 @@ pub async fn interrupt(
             .await?;
         tracing::info!(job = %job.id, user = %scope.user, "interrupt requested");
     }
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }
 
 /// `POST /free` with `{"unload_models", "free_memory"}`: local workers unload models and clear
@@ -109,7 +110,7 @@ pub async fn free(
     State(state): State<Arc<AppState>>,
     Extension(scope): Extension<Scope>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     super::require_admin(&scope)?;
     let request = parse_body(&body)?;
     let unload = request
@@ -122,5 +123,5 @@ pub async fn free(
         state.config.layout.base.services.clear();
         tracing::info!(unload, free_memory, "freeing models and caches");
     }
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use nodes::env::MODEL_FOLDER_NAMES;
 use serde_json::{Value, json};
@@ -112,7 +113,7 @@ pub async fn model_files(
     Path(folder): Path<String>,
 ) -> ApiResult<Json<Value>> {
     if !MODEL_FOLDER_NAMES.contains(&folder.as_str()) {
-        return Err(ApiError::not_found("unknown model folder"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
     Ok(Json(json!(state.env(&scope).models.list(&folder))))
 }
@@ -138,7 +139,7 @@ pub async fn experiment_model_files(
     Path(folder): Path<String>,
 ) -> ApiResult<Json<Value>> {
     if !MODEL_FOLDER_NAMES.contains(&folder.as_str()) {
-        return Err(ApiError::not_found("unknown model folder"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
     let env = state.env(&scope);
     let paths = env.models.paths(&folder).to_vec();

@@ -20,10 +20,11 @@ use crate::state::AppState;
 
 const SETTINGS: &str = "comfy.settings.json";
 
-/// `GET /users`: server storage without a user list, so the frontend never shows its
-/// user-select screen (identity comes from the workspace path, not the `Comfy-User` header).
+/// `GET /users`: server storage without a user list (ComfyUI's single-user answer), so the
+/// frontend never shows its user-select screen: identity comes from the workspace path, not
+/// the `Comfy-User` header.
 pub async fn get_users() -> Json<Value> {
-    Json(json!({"storage": "server", "migrated": true}))
+    Json(json!({"storage": "server", "migrated": false}))
 }
 
 /// `POST /users`: users are managed by the instructor's users file.
@@ -40,8 +41,12 @@ fn read_settings(dir: &FsPath) -> Map<String, Value> {
 
 fn write_settings(dir: &FsPath, settings: &Map<String, Value>) -> ApiResult<()> {
     std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
-    let text = serde_json::to_string_pretty(settings).map_err(ApiError::internal)?;
-    nodes::files::write_atomic(&dir.join(SETTINGS), text.as_bytes()).map_err(ApiError::internal)
+    // Indented by four spaces, as ComfyUI's `json.dump(settings, f, indent=4)`.
+    let mut text = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut text, formatter);
+    serde::Serialize::serialize(settings, &mut serializer).map_err(ApiError::internal)?;
+    nodes::files::write_atomic(&dir.join(SETTINGS), &text).map_err(ApiError::internal)
 }
 
 /// `GET /settings`.
@@ -70,14 +75,14 @@ pub async fn post_settings(
     State(state): State<Arc<AppState>>,
     Extension(scope): Extension<Scope>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     let update: Map<String, Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("settings must be a JSON object: {e}")))?;
     let dir = state.userdata_dir(&scope);
     let mut settings = read_settings(&dir);
     settings.extend(update);
     write_settings(&dir, &settings)?;
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }
 
 /// `POST /settings/{id}`: the body is the value.
@@ -86,21 +91,26 @@ pub async fn post_setting(
     Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let dir = state.userdata_dir(&scope);
     let mut settings = read_settings(&dir);
     settings.insert(id, value);
     write_settings(&dir, &settings)?;
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }
 
-fn flag(params: &HashMap<String, String>, key: &str, default: bool) -> bool {
+/// ComfyUI's query flags: `true` (any case) turns an off-by-default flag on.
+fn flag(params: &HashMap<String, String>, key: &str) -> bool {
     params
         .get(key)
-        .map(|v| v != "false" && v != "0")
-        .unwrap_or(default)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// `overwrite` is on unless it is exactly `false`.
+fn overwrite(params: &HashMap<String, String>) -> bool {
+    params.get("overwrite").is_none_or(|v| v != "false")
 }
 
 fn millis(t: std::io::Result<std::time::SystemTime>) -> i64 {
@@ -142,7 +152,7 @@ fn walk(dir: &FsPath, recurse: bool, out: &mut Vec<PathBuf>) {
 fn listing_roots(state: &AppState, scope: &Scope, dir: &str) -> ApiResult<Vec<PathBuf>> {
     let user_root = state.userdata_dir(scope);
     let own = safe_join(&user_root, dir)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
+        .ok_or_else(|| ApiError::text(StatusCode::FORBIDDEN, "Invalid directory"))?;
     let mut roots = vec![own];
     if let Some(shared) = &state.config.workshop_workflows
         && (dir == "workflows" || dir.starts_with("workflows/"))
@@ -162,14 +172,17 @@ pub async fn list(
     Extension(scope): Extension<Scope>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let Some(dir) = params.get("dir") else {
-        return Err(ApiError::bad_request("dir is required"));
+    let Some(dir) = params.get("dir").filter(|d| !d.is_empty()) else {
+        return Err(ApiError::text(
+            StatusCode::BAD_REQUEST,
+            "Directory not provided",
+        ));
     };
     let roots = listing_roots(&state, &scope, dir)?;
     if !roots.iter().any(|r| r.is_dir()) {
-        return Err(ApiError::not_found("directory not found"));
+        return Err(ApiError::text(StatusCode::NOT_FOUND, "Directory not found"));
     }
-    let recurse = flag(&params, "recurse", false);
+    let recurse = flag(&params, "recurse");
     let mut seen = std::collections::HashSet::new();
     let mut items = Vec::new();
     for root in &roots {
@@ -186,12 +199,12 @@ pub async fn list(
             }
         }
     }
-    let body: Vec<Value> = if flag(&params, "full_info", false) {
+    let body: Vec<Value> = if flag(&params, "full_info") {
         items
             .iter()
             .map(|(root, f, _)| file_info(root, f))
             .collect()
-    } else if flag(&params, "split", false) {
+    } else if flag(&params, "split") {
         items
             .iter()
             .map(|(_, _, rel)| {
@@ -206,7 +219,8 @@ pub async fn list(
     Ok(Json(json!(body)).into_response())
 }
 
-/// `GET /v2/userdata?path=`: directory entries, directories first.
+/// `GET /v2/userdata?path=`: every file and folder under `path` (recursively), with paths
+/// relative to the user's folder, folders first, then by name.
 pub async fn list_v2(
     State(state): State<Arc<AppState>>,
     Extension(scope): Extension<Scope>,
@@ -215,39 +229,60 @@ pub async fn list_v2(
     let path = params.get("path").map(String::as_str).unwrap_or("");
     let root = state.userdata_dir(&scope);
     let dir = safe_join(&root, path)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Json(json!([])));
-    };
-    let mut dirs = Vec::new();
-    let mut files = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let rel = if path.is_empty() {
-            name.clone()
+        .ok_or_else(|| ApiError::text(StatusCode::BAD_REQUEST, "Invalid path requested"))?;
+    if !dir.exists() {
+        return if dir == root {
+            Ok(Json(json!([])))
         } else {
-            format!("{}/{name}", path.trim_end_matches('/'))
+            Err(ApiError::text(
+                StatusCode::NOT_FOUND,
+                "Requested path not found",
+            ))
         };
-        let meta = entry.metadata().ok();
-        if meta.as_ref().is_some_and(|m| m.is_dir()) {
-            dirs.push(json!({"name": name, "path": rel, "type": "directory"}));
+    }
+    if !dir.is_dir() {
+        return Err(ApiError::text(
+            StatusCode::BAD_REQUEST,
+            "Requested path is not a directory",
+        ));
+    }
+    let mut entries = Vec::new();
+    collect_v2(&root, &dir, &mut entries);
+    entries.sort_by_key(|e| {
+        (
+            e["type"] != "directory",
+            e["name"].as_str().unwrap_or("").to_lowercase(),
+        )
+    });
+    Ok(Json(json!(entries)))
+}
+
+fn collect_v2(root: &FsPath, dir: &FsPath, out: &mut Vec<Value>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let rel = path
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            out.push(json!({"name": name, "path": rel, "type": "directory"}));
+            collect_v2(root, &path, out);
         } else {
-            let modified = meta
-                .as_ref()
-                .map(|m| millis(m.modified()) as f64 / 1000.0)
-                .unwrap_or(0.0);
-            files.push(json!({"name": name, "path": rel, "type": "file", "size": meta.map(|m| m.len()).unwrap_or(0), "modified": modified}));
+            let modified = millis(meta.modified()) as f64 / 1000.0;
+            out.push(json!({"name": name, "path": rel, "type": "file", "size": meta.len(), "modified": modified}));
         }
     }
-    dirs.extend(files);
-    Ok(Json(json!(dirs)))
 }
 
 /// Resolves a userdata file: the user's own, else (for workflows) the workshop's.
 fn resolve(state: &AppState, scope: &Scope, file: &str) -> ApiResult<(PathBuf, PathBuf)> {
     let root = state.userdata_dir(scope);
-    let own = safe_join(&root, file)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
+    let own = safe_join(&root, file).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
     if own.is_file() {
         return Ok((root, own));
     }
@@ -271,7 +306,7 @@ pub async fn get_file(
 ) -> ApiResult<Response> {
     let (_, path) = resolve(&state, &scope, &file)?;
     if !path.is_file() {
-        return Err(ApiError::not_found("file not found"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
     let name = path
         .file_name()
@@ -300,19 +335,18 @@ pub async fn post_file(
     body: Bytes,
 ) -> ApiResult<Response> {
     let root = state.userdata_dir(&scope);
-    let path = safe_join(&root, &file)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
+    let path = safe_join(&root, &file).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
     if path == root {
         return Err(ApiError::bad_request("a file name is required"));
     }
-    if path.exists() && !flag(&params, "overwrite", true) {
-        return Err(ApiError::message(StatusCode::CONFLICT, "file exists"));
+    if path.exists() && !overwrite(&params) {
+        return Err(ApiError::text(StatusCode::CONFLICT, "File already exists"));
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     nodes::files::write_atomic(&path, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    respond_with_info(&root, &path, flag(&params, "full_info", false))
+    respond_with_info(&root, &path, flag(&params, "full_info"))
 }
 
 fn respond_with_info(root: &FsPath, path: &FsPath, full: bool) -> ApiResult<Response> {
@@ -334,10 +368,9 @@ pub async fn delete_file(
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
     let root = state.userdata_dir(&scope);
-    let path = safe_join(&root, &file)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
+    let path = safe_join(&root, &file).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
     if !path.is_file() {
-        return Err(ApiError::not_found("file not found"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
     std::fs::remove_file(&path).map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -351,22 +384,17 @@ pub async fn move_file(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let root = state.userdata_dir(&scope);
-    let from = safe_join(&root, &file)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
-    let to = safe_join(&root, &dest)
-        .ok_or_else(|| ApiError::forbidden("path outside the user folder"))?;
+    let from = safe_join(&root, &file).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
+    let to = safe_join(&root, &dest).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
     if !from.is_file() {
-        return Err(ApiError::not_found("file not found"));
+        return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
-    if to.exists() && !flag(&params, "overwrite", true) {
-        return Err(ApiError::message(
-            StatusCode::CONFLICT,
-            "destination exists",
-        ));
+    if to.exists() && !overwrite(&params) {
+        return Err(ApiError::text(StatusCode::CONFLICT, "File already exists"));
     }
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     std::fs::rename(&from, &to).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    respond_with_info(&root, &to, flag(&params, "full_info", false))
+    respond_with_info(&root, &to, flag(&params, "full_info"))
 }
