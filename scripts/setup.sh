@@ -26,7 +26,7 @@ SUDO=""
 packages=(build-essential pkg-config clang libclang-dev
           libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
           python3 python3-pip unzip ca-certificates)
-[ "$TEST" -eq 1 ] && packages+=(redis-server ffmpeg chromium nodejs npm)
+[ "$TEST" -eq 1 ] && packages+=(redis-server ffmpeg chromium nodejs npm python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Installs what the tests need (system packages, the frontend, browser-test npm packages) and
-# runs every test of the workspace.
+# Installs what the tests need (system packages, the frontend, browser-test npm packages, the
+# Python client's venv) and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 if [ -f tests/browser/package.json ]; then
   (cd tests/browser && npm install --no-audit --no-fund --silent)
 fi
+# The outside API client's Python (websocket-client) lives in a venv beside the build, not in
+# the repository.
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/test-venv"
+if ! "$venv/bin/python" -c "import websocket" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "websocket-client==1.9.0"
+fi
+export COMFYRS_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
+# End-to-end prerequisites (browser, frontend, Python client) are required here: a missing one
+# fails the run instead of skipping its test.
+export COMFYRS_E2E=1
 cargo test --workspace --all-targets --locked

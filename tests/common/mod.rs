@@ -39,6 +39,21 @@ pub fn case<'a>(fixture: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("fixture has no case {name:?}"))
 }
 
+/// Whether an end-to-end prerequisite (a browser, a Python package, the installed frontend)
+/// is usable. `scripts/test.sh` installs them all and sets `COMFYRS_E2E=1`: then a missing one
+/// fails the test. A bare `cargo test` on a machine without them skips the test, saying why.
+pub fn e2e_ready(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        std::env::var("COMFYRS_E2E").as_deref() != Ok("1"),
+        "{what} is missing (scripts/setup.sh --test installs it)"
+    );
+    eprintln!("SKIPPED: {what} is missing; run scripts/test.sh to install it");
+    false
+}
+
 /// A workshop user for [`ServerOptions::users`].
 #[derive(Debug, Clone)]
 pub struct TestUser {
