@@ -60,9 +60,19 @@ async fn replay(api: &Api, ws: &mut WsClient, file: &Value, name: &str) -> Vec<V
             .map(recorded)
             .collect()
     } else {
-        // Without client_id there is no `executing null` to wait for.
+        // Without client_id there is no `executing null` to wait for: wait for as many
+        // messages as ComfyUI sent, then for any extra.
+        let want = without_status(case["messages"].as_array().expect("messages")).len();
+        let mut seen = 0;
+        let mut frames = ws
+            .until(WAIT, |f| {
+                seen += usize::from(f.kind() != "status");
+                seen == want
+            })
+            .await;
+        frames.extend(ws.drain(QUIET).await);
         api.wait_history("", prompt_id).await;
-        ws.drain(QUIET).await.iter().map(recorded).collect()
+        frames.iter().map(recorded).collect()
     };
     // Python's exception classes (`PIL.UnidentifiedImageError`) have no equivalent here.
     let rules = Rules::from_fixture(file)
@@ -337,4 +347,85 @@ async fn a_reconnecting_owner_is_told_the_running_node() {
         next.as_ref().is_none_or(|v| v["type"] != "executing"),
         "no replay once the prompt finished: {next:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_sequence_matches_comfyui() {
+    let server = Server::start(ServerOptions {
+        dev_nodes: true,
+        ..ServerOptions::default()
+    });
+    let api = server.api();
+    let file = fixture("ws_sequences.json");
+    let captured = case(&file, "interrupt");
+    let client_id = file["client_id"].as_str().expect("client_id");
+    let mut ws = api.ws("", Some(client_id)).await;
+    ws.next_json(WAIT).await.expect("status");
+    // ComfyUI's capture interrupted a slow resize between nodes; a DevWorkload node checks for
+    // interruption at each step, as ComfyUI's samplers do.
+    let prompt = json!({
+        "1": {"class_type": "DevWorkload", "inputs": {"ms": 30000, "steps": 300, "seed": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ws/slow"}},
+    });
+    let id = api.queue("", &prompt, Some(client_id)).await["prompt_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut frames = ws
+        .until(WAIT, |f| {
+            f.json()
+                .is_some_and(|v| v["type"] == "executing" && v["data"]["node"] == "1")
+        })
+        .await;
+    let reply = api
+        .post("/interrupt", &captured["interrupt"]["request"]["json"])
+        .await;
+    assert_eq!(reply.status, 200);
+    let reply = api.post("/interrupt", &json!({"prompt_id": id})).await;
+    assert_eq!(reply.status, 200);
+    frames.extend(ws.until(WAIT, |f| is_done(f, &id)).await);
+    let lifecycle = |frames: Vec<Value>| -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| f["type"].as_str().unwrap_or("").to_string())
+            .filter(|t| t.starts_with("execution_"))
+            .collect()
+    };
+    let ours: Vec<Value> = frames.iter().map(recorded).collect();
+    let expected = captured["messages"].as_array().expect("messages").clone();
+    assert_eq!(lifecycle(ours.clone()), lifecycle(expected.clone()));
+    let tail = |frames: &[Value]| -> Vec<Value> {
+        without_status(frames)
+            .into_iter()
+            .filter(|f| f["type"] != "progress_state" && f["type"] != "progress")
+            .rev()
+            .take(2)
+            .collect()
+    };
+    let rules = Rules::from_fixture(&file)
+        .keeping(&["prompt_id"])
+        .masking(&["prompt_id", "node_id", "node_type", "executed"]);
+    assert_json_matches(
+        "interrupt tail",
+        &json!(tail(&ours)),
+        &json!(tail(&expected)),
+        &rules,
+    );
+    let stopped = ours
+        .iter()
+        .find(|f| f["type"] == "execution_interrupted")
+        .expect("execution_interrupted");
+    assert_eq!(
+        stopped["data"],
+        json!({"prompt_id": id, "node_id": "1", "node_type": "DevWorkload", "executed": [],
+               "timestamp": stopped["data"]["timestamp"]})
+    );
+    assert!(
+        !ours.iter().any(|f| f["type"] == "executed"),
+        "nothing was saved"
+    );
+    let entry = api.wait_history("", &id).await;
+    assert_eq!(entry["status"]["status_str"], "error");
+    assert_eq!(entry["status"]["completed"], false);
+    assert_eq!(entry["outputs"], json!({}));
 }
