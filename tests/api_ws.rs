@@ -377,10 +377,19 @@ async fn interrupt_sequence_matches_comfyui() {
                 .is_some_and(|v| v["type"] == "executing" && v["data"]["node"] == "1")
         })
         .await;
+    // The captured request names another prompt: no effect on ours.
     let reply = api
         .post("/interrupt", &captured["interrupt"]["request"]["json"])
         .await;
     assert_eq!(reply.status, 200);
+    let meanwhile = ws.drain(QUIET).await;
+    assert!(
+        meanwhile
+            .iter()
+            .all(|f| f.kind() != "execution_interrupted"),
+        "an interrupt naming another prompt stops nothing"
+    );
+    frames.extend(meanwhile);
     let reply = api.post("/interrupt", &json!({"prompt_id": id})).await;
     assert_eq!(reply.status, 200);
     frames.extend(ws.until(WAIT, |f| is_done(f, &id)).await);
