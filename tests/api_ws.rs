@@ -382,7 +382,7 @@ async fn interrupt_sequence_matches_comfyui() {
         .post("/interrupt", &captured["interrupt"]["request"]["json"])
         .await;
     assert_eq!(reply.status, 200);
-    let meanwhile = ws.drain(QUIET).await;
+    let meanwhile = ws.collect_for(QUIET).await;
     assert!(
         meanwhile
             .iter()

@@ -141,7 +141,24 @@ impl WsClient {
         }
     }
 
-    /// Every message until the socket has been quiet for `quiet`.
+    /// Every message that arrives within `window`.
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<Frame> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return frames;
+            }
+            match self.next(left).await {
+                Some(frame) => frames.push(frame),
+                None => return frames,
+            }
+        }
+    }
+
+    /// Every message until the socket has been quiet for `quiet` (a busy socket may never be:
+    /// use [`WsClient::collect_for`] while a prompt runs).
     pub async fn drain(&mut self, quiet: Duration) -> Vec<Frame> {
         let mut frames = Vec::new();
         while let Some(frame) = self.next(quiet).await {
