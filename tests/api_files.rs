@@ -334,3 +334,25 @@ async fn announce_body(port: u16, path: &str, length: usize) -> (u16, String) {
         .unwrap_or_else(|| panic!("bad answer {text:?}"));
     (status, text)
 }
+
+#[tokio::test]
+async fn unknown_routes_are_plain_404s() {
+    let server = Server::start(ServerOptions::default());
+    let api = server.api();
+    // Routes the frontend may call that a local ComfyUI does not have (it degrades on 404).
+    for path in [
+        "/api/jobs/5ef9f085-c2db-583e-9e8a-66da0cd002b8/assets",
+        "/api/assets?include_tags=models",
+        "/api/no_such_route",
+        "/no_such_route.js",
+    ] {
+        let reply = api.get(path).await;
+        assert_eq!(reply.status, 404, "GET {path}");
+        assert!(
+            !String::from_utf8_lossy(&reply.bytes).contains("<html"),
+            "GET {path}"
+        );
+    }
+    let reply = api.post("/api/no_such_route", &json!({})).await;
+    assert_eq!(reply.status, 404);
+}
