@@ -5,8 +5,9 @@
 // user001 opens /user001 (redirected to /user001/) with basic auth: the app loads without
 // error toasts, uncaught errors or failing requests the frontend cares about; a small API
 // workflow (EmptyImage -> SaveImage) is loaded and queued with the Run button, and the output
-// image appears on the SaveImage node. A screenshot is saved. user002, logged in at the same
-// time, receives none of user001's events, and can neither list nor fetch the image.
+// image appears on the SaveImage node and in the Media Assets panel. A screenshot is saved.
+// user002, logged in at the same time, receives none of user001's events, and can neither
+// list nor fetch the image.
 //
 // Usage: node e2e.mjs --url http://127.0.0.1:PORT --screenshot PATH
 //        [--chromium /usr/bin/chromium] [--user1 user001:pw] [--user2 user002:pw]
@@ -131,6 +132,12 @@ async function dismissFirstRun(page) {
   fail('the first-run dialog did not settle');
 }
 
+/** Opens the Media Assets sidebar (generated outputs, from the jobs API). */
+async function openAssets(page) {
+  await page.locator('button[aria-label^="Assets"]').first().click();
+  await page.getByText('Media Assets').first().waitFor({ state: 'visible', timeout: 10_000 });
+}
+
 const PROMPT = {
   1: { class_type: 'EmptyImage', inputs: { width: 64, height: 48, batch_size: 1, color: 0xff3300 } },
   2: { class_type: 'SaveImage', inputs: { images: ['1', 0], filename_prefix: 'e2e' } },
@@ -166,6 +173,9 @@ async function main() {
     if (!image.src.startsWith(`${base}/${user1}/api/view?`) || !image.src.includes('filename=e2e_00001_.png')) {
       fail(`unexpected image URL ${image.src}`);
     }
+    // The job also lands in the Media Assets panel (built from /api/jobs).
+    await openAssets(page);
+    await page.locator('img[src*="e2e_00001_"]').first().waitFor({ state: 'visible', timeout: 30_000 });
     await page.waitForTimeout(1000);
     fs.mkdirSync(path.dirname(args.screenshot), { recursive: true });
     await page.screenshot({ path: args.screenshot });
@@ -199,6 +209,9 @@ async function main() {
     if (probe.direct !== 403) fail(`${user2} fetching ${user1}'s image URL got ${probe.direct}`);
     if (probe.own !== 404) fail(`${user2} fetching the file name in its own workspace got ${probe.own}`);
     if (probe.jobs || probe.history || probe.files.length) fail(`${user2} lists ${user1}'s work: ${JSON.stringify(probe)}`);
+    await dismissFirstRun(two.page);
+    await openAssets(two.page);
+    await two.page.waitForTimeout(1500);
     const shown = await two.page.evaluate(() => [...document.querySelectorAll('img')].map((i) => i.src).filter((s) => s.includes('e2e_')));
     if (shown.length) fail(`${user2}'s page shows ${shown}`);
 
