@@ -1,0 +1,22 @@
+//! The LTX-2 node families that need a model: loaders, text conditioning, latents, VAEs.
+//!
+//! * [`types`]: the `MODEL` / `CLIP` / `VAE` / `CONDITIONING` / `LATENT_UPSCALE_MODEL` values.
+//! * [`models`]: loading the weights behind those handles through the model cache.
+//! * [`loaders`], [`conditioning`], [`latent`], [`vae`]: the nodes.
+
+pub mod conditioning;
+pub mod latent;
+pub mod loaders;
+pub mod models;
+pub mod types;
+pub mod vae;
+
+use crate::Registry;
+
+/// Registers every LTX-2 model node of this module.
+pub fn register(r: &mut Registry) {
+    loaders::register(r);
+    conditioning::register(r);
+    latent::register(r);
+    vae::register(r);
+}
