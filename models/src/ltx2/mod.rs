@@ -7,6 +7,7 @@
 pub mod audio_vae;
 pub mod connector;
 pub mod lora;
+pub mod pipeline;
 pub mod text;
 pub mod text_features;
 pub mod transformer;
