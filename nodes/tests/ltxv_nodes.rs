@@ -569,3 +569,38 @@ fn set_latent_noise_mask_reshapes_the_mask() {
         &[2, 1, 4, 4]
     );
 }
+
+#[test]
+fn audio_vae_encode_matches_the_reference_front_end() {
+    let (_dir, env) = env_with_models();
+    let (_, _, audio_vae, _) = load_all(&env);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/tests/data/audio_frontend.safetensors"
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let params: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["params"]).unwrap();
+    let audio = nodes::value::Audio {
+        waveform: tensors["in.waveform"].clone(),
+        sample_rate: params["stereo_rate"].as_u64().unwrap() as u32,
+    };
+    let out = call(
+        &env,
+        "LTXVAudioVAEEncode",
+        inputs(vec![
+            ("audio", Value::Audio(audio)),
+            ("audio_vae", audio_vae),
+        ]),
+    );
+    let l = latent(&out[0]);
+    assert_eq!(l.extra.get("type"), Some(&Json::from("audio")));
+    assert_close(
+        "LTXVAudioVAEEncode",
+        l.samples.first().unwrap(),
+        &tensors["out.latent"],
+        1e-5,
+    );
+}

@@ -1,4 +1,5 @@
-//! VAE nodes: VAEEncode, VAEDecode, VAEDecodeTiled (video VAE) and LTXVAudioVAEDecode, plus
+//! VAE nodes: VAEEncode, VAEDecode, VAEDecodeTiled (video VAE), LTXVAudioVAEDecode and
+//! LTXVAudioVAEEncode, plus
 //! ComfyUI's LTX conventions around the video VAE ([`encode_pixels`], [`decode_latent`]).
 //!
 //! * encode: IMAGE `[N, H, W, C]` is centre-cropped to multiples of 32, its N images become the
@@ -29,6 +30,7 @@ pub fn register(r: &mut Registry) {
     r.register(vae_decode_tiled());
     r.register(vae_encode());
     r.register(audio_vae_decode());
+    r.register(audio_vae_encode());
 }
 
 /// Encodes IMAGE frames `[N, H, W, C]` with the video VAE as ComfyUI's `VAE.encode` does for
@@ -243,4 +245,46 @@ fn run_audio_vae_decode(ctx: &Ctx, inputs: &Inputs) -> Result<Outputs, NodeError
             .to_dtype(DType::F32)?,
         sample_rate: audio.sample_rate,
     })))
+}
+
+fn audio_vae_encode() -> NodeDef {
+    let schema = NodeSchema::v3("LTXVAudioVAEEncode", "audio", "comfy_extras.nodes_lt_audio")
+        .display("LTXV Audio VAE Encode")
+        .input(InputDef::socket("audio", "AUDIO").tooltip("The audio to be encoded."))
+        .input(
+            InputDef::socket("audio_vae", "VAE")
+                .opt("display_name", "Audio VAE")
+                .tooltip("The Audio VAE model to use for encoding."),
+        )
+        .output(OutputDef::new("LATENT").named("Audio Latent"));
+    NodeDef::new(schema, run_audio_vae_encode)
+}
+
+fn run_audio_vae_encode(ctx: &Ctx, inputs: &Inputs) -> Result<Outputs, NodeError> {
+    let vae = inputs.vae("audio_vae")?;
+    let src = vae.audio("LTXVAudioVAEEncode")?;
+    if !src.has_encoder {
+        return Err(NodeError::Value(
+            "LTXVAudioVAEEncode: this audio VAE file has no encoder".into(),
+        ));
+    }
+    let audio = match inputs.get("audio") {
+        Some(Value::Audio(a)) => a,
+        Some(other) => {
+            return Err(NodeError::Value(format!(
+                "input 'audio' expected AUDIO, got {}",
+                other.type_name()
+            )));
+        }
+        None => return Err(NodeError::Value("missing input 'audio'".into())),
+    };
+    let model = audio_vae(ctx.env, src)?;
+    let latent = model
+        .encode_waveform(&audio.waveform, audio.sample_rate)?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?;
+    let mut out = Latent::new(latent);
+    out.extra
+        .insert("type".into(), crate::value::Json::from("audio"));
+    Ok(Outputs::one(Value::Latent(out)))
 }
