@@ -394,3 +394,69 @@ fn ksampler_reports_progress_and_stops_when_interrupted() {
     assert!(matches!(stopped, Err(NodeError::Interrupted)));
     assert_eq!(steps.len(), 1);
 }
+
+#[test]
+fn the_budget_drops_the_text_encoder_to_make_room_for_the_transformer() {
+    use nodes::ltxv::models::{KIND_TEXT_ENCODER, KIND_TRANSFORMER};
+    use nodes::model_cache::ModelCache;
+    let (_dir, env) = env_with_models();
+    let cache = ModelCache::of(&env);
+    let (model, _, _, clip) = load_all(&env);
+    let encode = |text: &str| {
+        call(
+            &env,
+            "CLIPTextEncode",
+            inputs(vec![("text", s(text)), ("clip", clip.clone())]),
+        )[0]
+        .clone()
+    };
+    let cond = encode("a lighthouse at night");
+    let text_bytes = cache.resident_bytes();
+    assert!(text_bytes > 0);
+    // Room for the transformer or the text encoder, not both.
+    let transformer_bytes = nodes::ltxv::models::weight_bytes(
+        &models::parity::model_path("ltx2-tiny.safetensors"),
+        &["model.diffusion_model."],
+        DType::F32,
+    )
+    .unwrap();
+    cache.set_budget(text_bytes.max(transformer_bytes) + text_bytes.min(transformer_bytes) / 2);
+    let guider = node_value(
+        &env,
+        "CFGGuider",
+        vec![
+            ("model", model),
+            ("positive", cond.clone()),
+            ("negative", cond),
+            ("cfg", Value::Float(1.0)),
+        ],
+    );
+    let st_env = &env;
+    call(
+        st_env,
+        "SamplerCustomAdvanced",
+        inputs(vec![
+            (
+                "noise",
+                node_value(st_env, "RandomNoise", vec![("noise_seed", Value::Int(1))]),
+            ),
+            ("guider", guider),
+            (
+                "sampler",
+                node_value(st_env, "KSamplerSelect", vec![("sampler_name", s("euler"))]),
+            ),
+            (
+                "sigmas",
+                node_value(st_env, "ManualSigmas", vec![("sigmas", s("1, 0"))]),
+            ),
+            ("latent_image", Value::Latent(av_latent(2))),
+        ]),
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.loads[KIND_TRANSFORMER], 1);
+    assert!(stats.evictions >= 1);
+    assert!(cache.keys().iter().all(|k| k.kind != KIND_TEXT_ENCODER));
+    // A new prompt needs the text encoder again: it is read from disk a second time.
+    encode("a lighthouse by day");
+    assert_eq!(cache.stats().loads[KIND_TEXT_ENCODER], 2);
+}
