@@ -59,7 +59,7 @@ fn run_empty_video(_: &Ctx, inputs: &Inputs) -> Result<Outputs, NodeError> {
     let (w, h) = (inputs.usize("width")?, inputs.usize("height")?);
     let (length, batch) = (inputs.usize("length")?, inputs.usize("batch_size")?);
     let samples = Tensor::zeros(
-        (batch, 128, (length - 1) / 8 + 1, h / 32, w / 32),
+        (batch, 128, length.saturating_sub(1) / 8 + 1, h / 32, w / 32),
         DType::F32,
         &Device::Cpu,
     )?;
@@ -275,4 +275,28 @@ fn run_latent_upsampler(ctx: &Ctx, inputs: &Inputs) -> Result<Outputs, NodeError
     out.samples = LatentSamples::Single(up);
     out.noise_mask = None;
     Ok(Outputs::one(Value::Latent(out)))
+}
+
+/// The single video tensor of a latent (nested AV latents are refused as ComfyUI fails on them).
+pub fn plain_samples<'a>(latent: &'a Latent, node: &str) -> Result<&'a Tensor, NodeError> {
+    match &latent.samples {
+        LatentSamples::Single(t) => Ok(t),
+        LatentSamples::Nested(_) => Err(NodeError::Value(format!(
+            "{node}: apply it to the video latent before LTXVConcatAVLatent (got an AV latent)"
+        ))),
+    }
+}
+
+/// ComfyUI's `get_noise_mask`: a copy of the latent's mask, or ones `[B, 1, T, 1, 1]`.
+pub fn noise_mask_or_ones(latent: &Latent, samples: &Tensor) -> Result<Tensor, NodeError> {
+    match &latent.noise_mask {
+        Some(LatentSamples::Single(m)) => Ok(m.copy()?),
+        Some(LatentSamples::Nested(_)) => Err(NodeError::Value(
+            "a nested noise mask on a video latent".into(),
+        )),
+        None => {
+            let (b, _, t, _, _) = samples.dims5()?;
+            Ok(Tensor::ones((b, 1, t, 1, 1), DType::F32, &Device::Cpu)?)
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! The LTX-2 node families that need a model: loaders, text conditioning, latents, VAEs.
 //!
 //! * [`types`]: the `MODEL` / `CLIP` / `VAE` / `CONDITIONING` / `LATENT_UPSCALE_MODEL` values.
+//! * [`detect`]: recognising components in checkpoint files.
 //! * [`models`]: loading the weights behind those handles through the model cache.
-//! * [`loaders`], [`conditioning`], [`latent`], [`vae`]: the nodes.
+//! * [`loaders`], [`conditioning`], [`guides`], [`img2video`], [`latent`], [`vae`]: the nodes.
 
 pub mod conditioning;
+pub mod detect;
+pub mod guides;
+pub mod img2video;
 pub mod latent;
 pub mod loaders;
 pub mod models;
@@ -17,6 +21,8 @@ use crate::Registry;
 pub fn register(r: &mut Registry) {
     loaders::register(r);
     conditioning::register(r);
+    guides::register(r);
+    img2video::register(r);
     latent::register(r);
     vae::register(r);
 }

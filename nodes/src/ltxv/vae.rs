@@ -37,7 +37,7 @@ pub fn register(r: &mut Registry) {
 /// LTX; returns the latent `[1, 128, (N-1)/8 + 1, H/32, W/32]` as f32 on the CPU.
 pub fn encode_pixels(env: &Env, src: &VideoVaeSource, image: &Tensor) -> Result<Tensor, NodeError> {
     let (n, h, w, c) = image.dims4()?;
-    if (n - 1) % 8 != 0 {
+    if n == 0 || (n - 1) % 8 != 0 {
         return Err(NodeError::Value(
             "Invalid number of frames: Encode input must have 1 + 8 * x frames (e.g., 1, 9, \
              17, ...). Please check your input."

@@ -69,6 +69,9 @@ pub fn calculate_sigmas(
     scheduler: &str,
     steps: usize,
 ) -> Result<Vec<f32>, NodeError> {
+    if steps == 0 {
+        return Ok(Vec::new());
+    }
     Ok(match scheduler {
         "simple" => simple(ms, steps),
         "normal" => normal(ms, steps, false),
