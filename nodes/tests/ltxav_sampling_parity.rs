@@ -123,4 +123,25 @@ fn cfg_denoise_loop_matches_ltx_core() {
     let parts = unpack_latents(&out, &shapes).unwrap();
     assert_close("cfg.video_latent", &parts[0], &expected_video, 1e-4);
     assert_close("cfg.audio_latent", &parts[1], &expected_audio, 1e-4);
+
+    // Cond and uncond share one batched call; separately they give the same prediction.
+    assert!(denoiser.batches_cfg());
+    let separate = LtxAvDenoiser::new(
+        &model,
+        Layout::new(shapes.clone()).unwrap(),
+        None,
+        &positive,
+        Some(&negative),
+        cfg_scale,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .without_batching();
+    let x = noise.affine(f64::from(sigmas[0]), 0.0).unwrap();
+    assert_close(
+        "batched vs separate CFG",
+        &denoiser.denoise(&x, sigmas[0]).unwrap(),
+        &separate.denoise(&x, sigmas[0]).unwrap(),
+        1e-5,
+    );
 }

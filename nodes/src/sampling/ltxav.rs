@@ -90,6 +90,41 @@ struct PreparedCond {
     video_positions: Option<Tensor>,
     audio_positions: Option<Tensor>,
     guide_bias: Option<AttentionBias>,
+    /// What must agree for two entries to share one batched model pass.
+    signature: Signature,
+}
+
+/// Everything of an entry besides its text that shapes the model inputs.
+#[derive(Debug, Clone, PartialEq)]
+struct Signature {
+    frame_rate: u64,
+    keyframes: Option<Vec<f32>>,
+    guide_weights: Vec<(usize, u64)>,
+    video_context: Vec<usize>,
+    audio_context: Vec<usize>,
+}
+
+impl PreparedCond {
+    /// The positive and negative entries stacked on the batch axis (ComfyUI batches cond and
+    /// uncond into one model call when their inputs are compatible).
+    fn pair(pos: &PreparedCond, neg: &PreparedCond) -> Result<Option<Self>, NodeError> {
+        if pos.signature != neg.signature {
+            return Ok(None);
+        }
+        let cat =
+            |a: &Tensor, b: &Tensor| -> Result<Tensor, NodeError> { Ok(Tensor::cat(&[a, b], 0)?) };
+        let both = |a: &Option<Tensor>| -> Result<Option<Tensor>, NodeError> {
+            a.as_ref().map(|t| cat(t, t)).transpose()
+        };
+        Ok(Some(Self {
+            video_context: cat(&pos.video_context, &neg.video_context)?,
+            audio_context: cat(&pos.audio_context, &neg.audio_context)?,
+            video_positions: both(&pos.video_positions)?,
+            audio_positions: both(&pos.audio_positions)?,
+            guide_bias: pos.guide_bias.clone(),
+            signature: pos.signature.clone(),
+        }))
+    }
 }
 
 /// The guided LTX-2 model for one sampling run.
@@ -99,6 +134,8 @@ pub struct LtxAvDenoiser<'a> {
     masks: Option<Vec<Tensor>>,
     positive: Vec<PreparedCond>,
     negative: Vec<PreparedCond>,
+    /// Positive and negative batched together, when they are compatible.
+    pair: Option<PreparedCond>,
     cfg: f64,
 }
 
@@ -133,18 +170,43 @@ impl<'a> LtxAvDenoiser<'a> {
                 "cfg {cfg} needs a negative conditioning"
             )));
         }
+        let pair = match (positive.as_slice(), negative.as_slice()) {
+            ([p], [n]) => PreparedCond::pair(p, n)?,
+            _ => None,
+        };
         Ok(Self {
             model,
             layout,
             masks,
             positive,
             negative,
+            pair,
             cfg,
         })
     }
 
+    /// Runs the positive and negative passes separately even when they could share one batched
+    /// call (half the activation memory, twice the calls).
+    pub fn without_batching(mut self) -> Self {
+        self.pair = None;
+        self
+    }
+
+    /// Whether the positive and negative passes share one batched model call.
+    pub fn batches_cfg(&self) -> bool {
+        self.pair.is_some()
+    }
+
     /// The guided denoised prediction for the packed state `x` `[B, 1, N]` at `sigma`.
     pub fn denoise(&self, x: &Tensor, sigma: f32) -> Result<Tensor, NodeError> {
+        if let Some(pair) = &self.pair {
+            let mut both = self.evaluate(pair, x, sigma, 2)?;
+            let uncond = both.pop();
+            let cond = both.pop();
+            if let (Some(cond), Some(uncond)) = (cond, uncond) {
+                return Ok(cfg_combine(&cond, &uncond, self.cfg)?);
+            }
+        }
         let cond = self.average(&self.positive, x, sigma)?;
         if cfg_skips_uncond(self.cfg) {
             return Ok(cond);
@@ -158,7 +220,10 @@ impl<'a> LtxAvDenoiser<'a> {
     fn average(&self, conds: &[PreparedCond], x: &Tensor, sigma: f32) -> Result<Tensor, NodeError> {
         let mut sum: Option<Tensor> = None;
         for c in conds {
-            let d = self.evaluate(c, x, sigma)?;
+            let d = self
+                .evaluate(c, x, sigma, 1)?
+                .pop()
+                .ok_or_else(|| NodeError::Runtime("the model returned nothing".into()))?;
             sum = Some(match sum {
                 None => d,
                 Some(s) => (s + d)?,
@@ -193,20 +258,34 @@ impl<'a> LtxAvDenoiser<'a> {
         Ok(per_token.to_dtype(DType::F32)?.broadcast_mul(&sigma_t)?)
     }
 
-    /// One model pass with one conditioning entry: `x - sigma · velocity`, packed.
-    fn evaluate(&self, c: &PreparedCond, x: &Tensor, sigma: f32) -> Result<Tensor, NodeError> {
+    /// One model pass over `copies` copies of the state stacked on the batch axis (one per
+    /// conditioning stacked in `c`): `x - sigma · velocity` for each copy, packed.
+    fn evaluate(
+        &self,
+        c: &PreparedCond,
+        x: &Tensor,
+        sigma: f32,
+        copies: usize,
+    ) -> Result<Vec<Tensor>, NodeError> {
         let parts = unpack_latents(x, &self.layout.shapes)?;
         let batch = self.layout.batch();
         let device = x.device();
-        let sigma_b = Tensor::full(sigma, batch, device)?;
+        let stack = |t: Tensor| -> Result<Tensor, NodeError> {
+            if copies == 1 {
+                Ok(t)
+            } else {
+                Ok(Tensor::cat(&vec![&t; copies], 0)?)
+            }
+        };
+        let sigma_b = Tensor::full(sigma, batch * copies, device)?;
         let dtype = self.model.dtype();
         let video = match (self.layout.video, &c.video_positions) {
             (Some(i), Some(pos)) => {
-                let tokens = video_to_tokens(&parts[i])?.to_dtype(dtype)?;
+                let tokens = stack(video_to_tokens(&parts[i])?.to_dtype(dtype)?)?;
                 let n = tokens.dim(1)?;
                 let mut input = ModalityInput::new(
                     tokens,
-                    self.timesteps(i, sigma, n, device)?,
+                    stack(self.timesteps(i, sigma, n, device)?)?,
                     sigma_b.clone(),
                     pos.clone(),
                     c.video_context.clone(),
@@ -218,11 +297,11 @@ impl<'a> LtxAvDenoiser<'a> {
         };
         let audio = match (self.layout.audio, &c.audio_positions) {
             (Some(i), Some(pos)) => {
-                let tokens = audio_to_tokens(&parts[i])?.to_dtype(dtype)?;
+                let tokens = stack(audio_to_tokens(&parts[i])?.to_dtype(dtype)?)?;
                 let n = tokens.dim(1)?;
                 Some(ModalityInput::new(
                     tokens,
-                    self.timesteps(i, sigma, n, device)?,
+                    stack(self.timesteps(i, sigma, n, device)?)?,
                     sigma_b.clone(),
                     pos.clone(),
                     c.audio_context.clone(),
@@ -253,9 +332,17 @@ impl<'a> LtxAvDenoiser<'a> {
             };
             velocity.push(v.to_dtype(DType::F32)?);
         }
-        let (velocity, _) = pack_latents(&velocity)?;
         let sigma_t = Tensor::new(sigma, device)?;
-        Ok((x - velocity.broadcast_mul(&sigma_t)?)?)
+        (0..copies)
+            .map(|k| {
+                let mine: Vec<Tensor> = velocity
+                    .iter()
+                    .map(|v| v.narrow(0, k * batch, batch))
+                    .collect::<Result<_, _>>()?;
+                let (v, _) = pack_latents(&mine)?;
+                Ok((x - v.broadcast_mul(&sigma_t)?)?)
+            })
+            .collect()
     }
 }
 
@@ -301,12 +388,28 @@ fn prepare_entry(
         }
         None => None,
     };
+    let signature = Signature {
+        frame_rate: fps.to_bits(),
+        keyframes: e
+            .keyframe_idxs
+            .as_ref()
+            .map(|k| k.flatten_all()?.to_dtype(DType::F32)?.to_vec1())
+            .transpose()?,
+        guide_weights: e
+            .guide_entries
+            .iter()
+            .map(|g| (g.pre_filter_count, g.strength.to_bits()))
+            .collect(),
+        video_context: video_context.dims().to_vec(),
+        audio_context: audio_context.dims().to_vec(),
+    };
     Ok(PreparedCond {
         video_context,
         audio_context,
         video_positions,
         audio_positions,
         guide_bias,
+        signature,
     })
 }
 
