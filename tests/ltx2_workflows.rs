@@ -1,7 +1,7 @@
 //! End-to-end LTX-2 workflows (`tests/workflows/ltx2_*.json`, API format) run through the
 //! engine on the tiny fixture models, placed in a temporary models folder under the official
 //! templates' file names: t2v two-stage (x2 upsampler, distilled LoRA in stage 2), i2v
-//! (LoadImage + LTXVImgToVideoInplace) and distilled (ManualSigmas).
+//! (LoadImage + LTXVPreprocess + LTXVImgToVideoInplace) and distilled (ManualSigmas).
 //!
 //! Checks: decoded frame count and size, audio length and rate (all derived from the fixture
 //! files' configs), determinism (same seed: identical tensors, another seed: different), the

@@ -3,7 +3,8 @@
 //! * [`types`]: the `MODEL` / `CLIP` / `VAE` / `CONDITIONING` / `LATENT_UPSCALE_MODEL` values.
 //! * [`detect`]: recognising components in checkpoint files.
 //! * [`models`]: loading the weights behind those handles through the model cache.
-//! * [`loaders`], [`conditioning`], [`guides`], [`img2video`], [`latent`], [`vae`]: the nodes.
+//! * [`loaders`], [`conditioning`], [`guides`], [`img2video`], [`preprocess`], [`latent`], [`vae`]:
+//!   the nodes.
 
 pub mod conditioning;
 pub mod detect;
@@ -12,6 +13,7 @@ pub mod img2video;
 pub mod latent;
 pub mod loaders;
 pub mod models;
+pub mod preprocess;
 pub mod types;
 pub mod vae;
 
@@ -23,6 +25,7 @@ pub fn register(r: &mut Registry) {
     conditioning::register(r);
     guides::register(r);
     img2video::register(r);
+    preprocess::register(r);
     latent::register(r);
     vae::register(r);
 }
