@@ -2,9 +2,11 @@
 //! and the node implementations, with ComfyUI's names, inputs and `/object_info` schema.
 //!
 //! A node is a [`schema::NodeSchema`] plus one function ([`registry::RunFn`]); families of
-//! nodes live one file each (`image.rs`, `latent.rs`, ...) and [`builtin_registry`] lists them.
+//! nodes live one file (or folder, `video/`) each (`image.rs`, `latent.rs`, ...) and
+//! [`builtin_registry`] lists them.
 
 pub mod context;
+pub mod dev;
 pub mod env;
 pub mod error;
 pub mod files;
@@ -19,6 +21,7 @@ pub mod registry;
 pub mod sampling;
 pub mod schema;
 pub mod value;
+pub mod video;
 
 pub use context::{Ctx, Interrupt, Preview, Reporter};
 pub use env::Env;
@@ -36,5 +39,6 @@ pub fn builtin_registry() -> Registry {
     primitive::register(&mut r);
     ltxv::register(&mut r);
     sampling::register(&mut r);
+    video::register(&mut r);
     r
 }

@@ -81,8 +81,7 @@ pub fn h264_round_trip(
     height: usize,
     crf: usize,
 ) -> Result<Vec<u8>, NodeError> {
-    ffmpeg::init().map_err(av_error("initialising FFmpeg"))?;
-    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+    crate::video::av::init()?;
     let (w, h) = (width as u32, height as u32);
     let mut frame = ffmpeg::frame::Video::new(Pixel::RGB24, w, h);
     let stride = frame.stride(0);
