@@ -6,7 +6,8 @@
 //! Checks: decoded frame count and size, audio length and rate (all derived from the fixture
 //! files' configs), determinism (same seed: identical tensors, another seed: different), the
 //! model cache (a second run loads nothing from disk, a LoRA change re-uses the base weights),
-//! per-step progress, and the i2v conditioning (the first latent frame pinned to the image).
+//! per-step progress, the i2v conditioning (the first latent frame pinned to the image), and
+//! the MP4 each workflow's CreateVideo -> SaveVideo writes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,8 +115,9 @@ fn take(label: &str) -> Value {
     all.remove(i).1
 }
 
-/// Runs `prompt` with a fresh engine (empty output cache) in `env`; returns the events.
-fn run(env: &Env, prompt: &Json) -> Vec<Event> {
+/// Runs `prompt` with a fresh engine (empty output cache) in `env`; returns the events and the
+/// UI outputs per node.
+fn run_with_outputs(env: &Env, prompt: &Json) -> (Vec<Event>, serde_json::Map<String, Json>) {
     let engine_registry = registry();
     let mut engine = Engine::new(engine_registry, CachePolicy::default());
     let validated = engine
@@ -141,7 +143,29 @@ fn run(env: &Env, prompt: &Json) -> Vec<Event> {
         "{}",
         result.error().cloned().unwrap_or_default()
     );
-    sink.0.into_inner()
+    (sink.0.into_inner(), result.outputs)
+}
+
+/// Runs `prompt` with a fresh engine in `env`; returns the events.
+fn run(env: &Env, prompt: &Json) -> Vec<Event> {
+    run_with_outputs(env, prompt).0
+}
+
+/// The MP4 the workflow's SaveVideo (node 41) wrote.
+fn saved_video(env: &Env, outputs: &serde_json::Map<String, Json>) -> PathBuf {
+    let ui = &outputs["41"];
+    assert_eq!(ui["animated"], json!([true]));
+    let entry = &ui["images"][0];
+    assert_eq!(entry["type"], "output");
+    let name = entry["filename"].as_str().unwrap();
+    assert!(name.ends_with(".mp4"), "{name}");
+    let path = env
+        .dirs
+        .output
+        .join(entry["subfolder"].as_str().unwrap())
+        .join(name);
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    path
 }
 
 fn image(v: Value) -> Tensor {
@@ -241,7 +265,8 @@ fn t2v_two_stage_is_deterministic_and_reuses_cached_models() {
     capture(&mut prompt, "900", ("27", 0), "t2v.video");
     capture(&mut prompt, "901", ("28", 0), "t2v.audio");
 
-    let events = run(&env, &prompt);
+    let (events, outputs) = run_with_outputs(&env, &prompt);
+    saved_video(&env, &outputs);
     let (video, sound) = (image(take("t2v.video")), audio(take("t2v.audio")));
     check_outputs(&video, &sound, &expected(9, 25.0, 64, 64));
     assert_eq!(
@@ -304,7 +329,8 @@ fn i2v_pins_the_first_frame_to_the_image() {
     capture(&mut prompt, "902", ("33", 0), "i2v.conditioned");
     capture(&mut prompt, "903", ("16", 0), "i2v.stage1");
     capture(&mut prompt, "904", ("16", 1), "i2v.stage1_denoised");
-    run(&env, &prompt);
+    let (_, outputs) = run_with_outputs(&env, &prompt);
+    saved_video(&env, &outputs);
 
     let (video, sound) = (image(take("i2v.video")), audio(take("i2v.audio")));
     check_outputs(&video, &sound, &expected(9, 25.0, 64, 64));
@@ -335,7 +361,8 @@ fn distilled_manual_sigmas_run_and_repeat() {
     let mut prompt = workflow("ltx2_distilled.json");
     capture(&mut prompt, "900", ("27", 0), "distilled.video");
     capture(&mut prompt, "901", ("28", 0), "distilled.audio");
-    let events = run(&env, &prompt);
+    let (events, outputs) = run_with_outputs(&env, &prompt);
+    saved_video(&env, &outputs);
     let (video, sound) = (
         image(take("distilled.video")),
         audio(take("distilled.audio")),
