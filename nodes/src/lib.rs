@@ -14,8 +14,11 @@ pub mod image;
 pub mod imageops;
 pub mod io;
 pub mod latent;
+pub mod ltxv;
+pub mod model_cache;
 pub mod primitive;
 pub mod registry;
+pub mod sampling;
 pub mod schema;
 pub mod value;
 pub mod video;
@@ -34,6 +37,8 @@ pub fn builtin_registry() -> Registry {
     image::register(&mut r);
     latent::register(&mut r);
     primitive::register(&mut r);
+    ltxv::register(&mut r);
+    sampling::register(&mut r);
     video::register(&mut r);
     r
 }
