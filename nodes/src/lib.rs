@@ -9,11 +9,13 @@ pub mod env;
 pub mod error;
 pub mod files;
 pub mod image;
+pub mod image_utils;
 pub mod imageops;
 pub mod io;
 pub mod latent;
 pub mod primitive;
 pub mod registry;
+pub mod resize;
 pub mod schema;
 pub mod value;
 
@@ -31,5 +33,7 @@ pub fn builtin_registry() -> Registry {
     image::register(&mut r);
     latent::register(&mut r);
     primitive::register(&mut r);
+    image_utils::register(&mut r);
+    resize::register(&mut r);
     r
 }
