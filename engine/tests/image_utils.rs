@@ -1,6 +1,6 @@
 //! The image utility nodes of the LTX-2 templates through the engine: ResizeImageMaskNode's
 //! dynamic-combo inputs (`resize_type.width`) in validation and execution, its IMAGE/MASK
-//! match type, GetImageSize's progress text, ImageFromBatch, ImageScaleToMaxDimension.
+//! match type, GetImageSize's progress text, ImageFromBatch, ImageScaleToMaxDimension, Canny.
 
 use std::sync::Arc;
 
@@ -210,15 +210,18 @@ fn an_unknown_resize_type_fails_when_run() {
 }
 
 #[test]
-fn batch_pick_and_max_dimension() {
+fn batch_pick_max_dimension_and_canny() {
     let mut f = fixture();
     let shown = f.shown(json!({
         "1": empty_image(40, 24, 3),
         "2": {"class_type": "ImageFromBatch", "inputs": {"image": ["1", 0], "batch_index": 1, "length": 5}},
         "3": {"class_type": "ImageScaleToMaxDimension", "inputs": {"image": ["1", 0], "upscale_method": "area", "largest_size": 30}},
+        "4": {"class_type": "Canny", "inputs": {"image": ["2", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
         "5": show("2", 0),
         "6": show("3", 0),
+        "7": show("4", 0),
     }));
     assert_eq!(shown["5"], "IMAGE([2, 24, 40, 3] F32)");
     assert_eq!(shown["6"], "IMAGE([3, 18, 30, 3] F32)");
+    assert_eq!(shown["7"], "IMAGE([2, 24, 40, 3] F32)");
 }

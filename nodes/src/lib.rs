@@ -4,6 +4,7 @@
 //! A node is a [`schema::NodeSchema`] plus one function ([`registry::RunFn`]); families of
 //! nodes live one file each (`image.rs`, `latent.rs`, ...) and [`builtin_registry`] lists them.
 
+pub mod canny;
 pub mod context;
 pub mod env;
 pub mod error;
@@ -35,5 +36,6 @@ pub fn builtin_registry() -> Registry {
     primitive::register(&mut r);
     image_utils::register(&mut r);
     resize::register(&mut r);
+    canny::register(&mut r);
     r
 }
