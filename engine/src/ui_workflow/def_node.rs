@@ -106,6 +106,15 @@ fn set_value(widgets: &mut Vec<Widget>, slots: &mut Vec<SlotSpec>, i: usize, val
     for (k, s) in added.inputs.into_iter().enumerate() {
         slots.insert(slot_at + k, s);
     }
+    // A nested dynamic combo shows its default option's inputs as soon as it is created; the
+    // last ones first, so the earlier positions stay put.
+    for k in (at..at + added.widgets.len()).rev() {
+        if widgets[k].dynamic.is_some()
+            && let Some(value) = widgets[k].value.clone()
+        {
+            set_value(widgets, slots, k, value);
+        }
+    }
 }
 
 /// `LGraphNode.configure`: saved values go, in order, to the widgets that are saved.
