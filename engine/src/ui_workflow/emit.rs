@@ -164,7 +164,7 @@ impl Emitter<'_> {
             graphs: self.graphs,
         };
         let mut output: Vec<(String, Json)> = Vec::new();
-        let mut unknown: Vec<String> = Vec::new();
+        let mut unknown: Vec<(String, Vec<String>)> = Vec::new();
         for place in flatten(self.graphs) {
             let node = resolver.node(&place)?;
             if node.is_virtual() || node.mode == MUTED || node.mode == BYPASSED {
@@ -173,7 +173,10 @@ impl Emitter<'_> {
             let class = match &node.kind {
                 Kind::Def(class) => class.clone(),
                 Kind::Unknown(ty) => {
-                    unknown.push(format!("{} ({ty})", place.exec_id()));
+                    match unknown.iter_mut().find(|(t, _)| t == ty) {
+                        Some((_, ids)) => ids.push(place.exec_id()),
+                        None => unknown.push((ty.clone(), vec![place.exec_id()])),
+                    }
                     continue;
                 }
                 _ => continue,
@@ -190,7 +193,11 @@ impl Emitter<'_> {
             output.push((place.exec_id(), Json::Object(entry)));
         }
         if !unknown.is_empty() {
-            return Err(UiWorkflowError::UnknownNodeTypes(unknown));
+            let listed = unknown
+                .into_iter()
+                .map(|(ty, ids)| format!("{ty} (node {})", ids.join(", ")))
+                .collect();
+            return Err(UiWorkflowError::UnknownNodeTypes(listed));
         }
         output.sort_by(|a, b| js_key_order(&a.0, &b.0));
         let mut prompt: Map<String, Json> = output.into_iter().collect();

@@ -52,7 +52,7 @@ pub enum UiWorkflowError {
     /// The document is not a well-formed UI workflow.
     #[error("invalid UI workflow: {0}")]
     Invalid(String),
-    /// Nodes that would be sent to the server have types nobody knows (`id (type)` each).
+    /// Nodes that would be sent to the server have types nobody knows (`type (node ids)`).
     #[error("unknown node types (missing custom nodes?): {}", .0.join(", "))]
     UnknownNodeTypes(Vec<String>),
     /// A link points at a node or slot that does not exist.
