@@ -1,6 +1,7 @@
 //! `comfyrs`: a native, ComfyUI-compatible inference engine and multi-user serving platform.
 
 mod run;
+mod serve;
 mod settings;
 
 use std::process::ExitCode;
@@ -26,6 +27,22 @@ struct Cli {
 enum Command {
     /// Execute a workflow (API or UI format) locally and write its outputs.
     Run(run::RunArgs),
+    /// Serve ComfyUI's HTTP/WebSocket API and frontend, with the embedded queue and local workers.
+    Serve(Box<serve::ServeArgs>),
+    /// Print an argon2 hash of a password for the users file (reads the password from stdin).
+    HashPassword,
+}
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    println!(
+        "{}",
+        server::auth::hash_password(password).map_err(anyhow::Error::msg)?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(verbose: u8) {
@@ -42,11 +59,21 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => {
+            runtime().and_then(|rt| rt.block_on(serve::run(*args)).map(|()| ExitCode::SUCCESS))
+        }
+        Command::HashPassword => hash_password(),
     };
     match result {
         Ok(code) => code,

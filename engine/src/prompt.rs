@@ -36,15 +36,10 @@ impl InputValue {
     }
 }
 
-/// The integer output index of a link, if the JSON value is a non-negative integer (a float
-/// with no fraction counts, as JavaScript clients send `0.0`).
+/// The output index of a link, if the JSON value is a non-negative integer. Floats are not
+/// indices (Python's `tuple[0.0]` raises `TypeError`, so ComfyUI rejects `["1", 0.0]`).
 pub fn slot_index(v: &Json) -> Option<usize> {
-    let n = v.as_number()?;
-    if let Some(u) = n.as_u64() {
-        return usize::try_from(u).ok();
-    }
-    let f = n.as_f64()?;
-    (f >= 0.0 && f.fract() == 0.0 && f < 1e9).then_some(f as usize)
+    v.as_u64().and_then(|u| usize::try_from(u).ok())
 }
 
 /// One node of a prompt.
@@ -141,10 +136,7 @@ mod tests {
         );
         assert_eq!(
             InputValue::parse(&json!(["4", 1.0])),
-            InputValue::Link {
-                node: "4".into(),
-                slot: 1
-            }
+            InputValue::Const(json!(["4", 1.0]))
         );
         assert_eq!(
             InputValue::parse(&json!([4, 0])),

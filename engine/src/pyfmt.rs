@@ -47,6 +47,22 @@ pub fn float_repr(x: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// An integral float written as Python writes the int a JSON parser would have kept: the
+/// shortest round-trip digits padded with zeros (`1.8446744073709552e19` -> `18446744073709552000`).
+pub fn integral_float_digits(x: f64) -> String {
+    let sci = format!("{:e}", x);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let point = exp + 1;
+    if point <= 0 || (point as usize) < digits.len() {
+        return float_repr(x);
+    }
+    let zeros = "0".repeat(point as usize - digits.len());
+    format!("{}{digits}{zeros}", if negative { "-" } else { "" })
+}
+
 /// Python's `repr(str)`.
 pub fn str_repr(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
@@ -246,6 +262,10 @@ mod tests {
         assert_eq!(float_repr(100.0), "100.0");
         assert_eq!(float_repr(1.8446744073709552e19), "1.8446744073709552e+19");
         assert_eq!(float_repr(f64::INFINITY), "inf");
+        assert_eq!(
+            integral_float_digits(1.8446744073709552e19),
+            "18446744073709552000"
+        );
     }
 
     #[test]

@@ -481,13 +481,16 @@ impl Validator<'_> {
             }
         };
         let Some(slot) = slot_index(&link[1]) else {
-            return Err(PyException {
-                type_name: "TypeError",
-                message: format!(
-                    "tuple indices must be integers or slices, not {}",
-                    pyfmt::type_name(&link[1])
-                ),
-            });
+            let (type_name, message) = if link[1].is_i64() {
+                ("IndexError", "tuple index out of range".to_string())
+            } else {
+                let kind = pyfmt::type_name(&link[1]);
+                (
+                    "TypeError",
+                    format!("tuple indices must be integers or slices, not {kind}"),
+                )
+            };
+            return Err(PyException { type_name, message });
         };
         let Some(received) = returns.get(slot) else {
             return Err(PyException {
@@ -628,6 +631,10 @@ fn unwrap_value(v: &Json) -> &Json {
 fn coerce(io_type: &IoType, val: &Json) -> Result<Json, String> {
     let v = unwrap_value(val);
     Ok(match io_type {
+        // A JavaScript client sends u64::MAX as 18446744073709552000, which JSON parsing turns
+        // into a float; Python keeps it as an int. Keep such integral floats as they are so the
+        // range check reports them with their integer digits.
+        IoType::Int if is_big_integral_float(v) => v.clone(),
         IoType::Int => nodes::value::int_to_json(pyfmt::to_int(v)?),
         IoType::Float => {
             let f = pyfmt::to_float(v)?;
@@ -655,6 +662,21 @@ fn less(a: &Json, b: &Json) -> bool {
     }
 }
 
+fn is_big_integral_float(v: &Json) -> bool {
+    !v.is_i64()
+        && !v.is_u64()
+        && v.as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() >= 9.2e18)
+}
+
+/// How Python prints a coerced value: an INT held as an integral float prints its digits.
+fn value_text(input: &nodes::InputDef, val: &Json) -> String {
+    match (&input.io_type, val.as_f64()) {
+        (IoType::Int, Some(f)) if is_big_integral_float(val) => pyfmt::integral_float_digits(f),
+        _ => pyfmt::repr(val),
+    }
+}
+
 fn check_range_and_choices(
     input: &nodes::InputDef,
     info: &Json,
@@ -670,7 +692,7 @@ fn check_range_and_choices(
                 "value_smaller_than_min",
                 format!(
                     "Value {} smaller than min of {}",
-                    pyfmt::repr(val),
+                    value_text(input, val),
                     pyfmt::repr(min)
                 ),
                 name.clone(),
@@ -684,7 +706,7 @@ fn check_range_and_choices(
                 "value_bigger_than_max",
                 format!(
                     "Value {} bigger than max of {}",
-                    pyfmt::repr(val),
+                    value_text(input, val),
                     pyfmt::repr(max)
                 ),
                 name.clone(),

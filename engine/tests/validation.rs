@@ -345,3 +345,28 @@ fn oversized_prompts_are_refused() {
     assert_eq!(r["error"]["type"], "invalid_prompt");
     assert!(r["error"]["details"].as_str().unwrap().contains("6000"));
 }
+
+#[test]
+fn float_link_slots_are_type_errors_like_python() {
+    let r = reject(
+        json!({"1": empty_image(json!(64)), "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0.0], "filename_prefix": "t"}}}),
+    );
+    let e = single_node_error(&r, "2");
+    assert_eq!(
+        e["details"],
+        "tuple indices must be integers or slices, not float"
+    );
+    assert_eq!(e["extra_info"]["exception_type"], "TypeError");
+}
+
+#[test]
+fn javascript_rounded_big_ints_print_their_digits() {
+    let r = reject(
+        json!({"1": {"class_type": "EmptyImage", "inputs": {"width": 18446744073709552000.0, "height": 64, "batch_size": 1, "color": 0}}, "2": save("1")}),
+    );
+    let e = single_node_error(&r, "1");
+    assert_eq!(
+        e["message"],
+        "Value 18446744073709552000 bigger than max of 16384"
+    );
+}

@@ -482,3 +482,11 @@ mod extra_paths_tests {
         assert!(ModelFolders::default().load_extra_paths(&yaml).is_err());
     }
 }
+
+impl Services {
+    /// Drops every service (loaded models are released once no running job holds them; the
+    /// next prompt recreates what it needs).
+    pub fn clear(&self) {
+        self.entries.lock().clear();
+    }
+}

@@ -2,10 +2,12 @@
 //! and the node implementations, with ComfyUI's names, inputs and `/object_info` schema.
 //!
 //! A node is a [`schema::NodeSchema`] plus one function ([`registry::RunFn`]); families of
-//! nodes live one file each (`image.rs`, `latent.rs`, ...) and [`builtin_registry`] lists them.
+//! nodes live one file (or folder, `video/`) each (`image.rs`, `latent.rs`, ...) and
+//! [`builtin_registry`] lists them.
 
 pub mod canny;
 pub mod context;
+pub mod dev;
 pub mod env;
 pub mod error;
 pub mod files;
@@ -19,6 +21,7 @@ pub mod registry;
 pub mod resize;
 pub mod schema;
 pub mod value;
+pub mod video;
 
 pub use context::{Ctx, Interrupt, Preview, Reporter};
 pub use env::Env;
@@ -37,5 +40,6 @@ pub fn builtin_registry() -> Registry {
     image_utils::register(&mut r);
     resize::register(&mut r);
     canny::register(&mut r);
+    video::register(&mut r);
     r
 }

@@ -7,7 +7,10 @@
 pub mod audio_vae;
 pub mod connector;
 pub mod lora;
+pub mod pipeline;
 pub mod text;
 pub mod text_features;
 pub mod transformer;
+pub mod upsampler;
+pub mod video_vae;
 pub mod vocoder;

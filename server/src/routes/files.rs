@@ -1,0 +1,418 @@
+//! `/view` (serve a user's input/output/temp file), `/upload/image`, `/upload/mask` and
+//! `/view_metadata`. Paths that escape the user's folders are refused.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use nodes::env::{safe_join, split_annotation};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::auth::Scope;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+const SCRIPTABLE: &[&str] = &["html", "htm", "js", "mjs", "css", "svg", "xml", "xhtml"];
+
+/// `GET /view?filename=&type=&subfolder=&preview=&channel=`.
+pub async fn view(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+    Query(params): Query<HashMap<String, String>>,
+    req: Request,
+) -> ApiResult<Response> {
+    let Some(raw_name) = params.get("filename") else {
+        return Err(ApiError::not_found("no filename"));
+    };
+    let (name, annotated) = split_annotation(raw_name);
+    let kind = annotated
+        .map(str::to_string)
+        .or_else(|| params.get("type").cloned())
+        .unwrap_or_else(|| "output".into());
+    if name.starts_with('/') || name.contains("..") || name.contains('\\') {
+        return Err(ApiError::bad_request("invalid filename"));
+    }
+    let env = state.env(&scope);
+    let Some(base) = env.dirs.for_type(&kind) else {
+        return Err(ApiError::bad_request("invalid type"));
+    };
+    let subfolder = params.get("subfolder").map(String::as_str).unwrap_or("");
+    let folder = safe_join(base, subfolder)
+        .ok_or_else(|| ApiError::forbidden("subfolder outside the folder"))?;
+    let file_name = FsPath::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let path = folder.join(&file_name);
+    if !path.is_file() {
+        return Err(ApiError::not_found("file not found"));
+    }
+    if let Some(preview) = params.get("preview") {
+        return preview_image(&path, preview).await;
+    }
+    if let Some(channel) = params.get("channel").filter(|c| c.as_str() != "rgba") {
+        return channel_image(&path, channel).await;
+    }
+    serve_file(&path, &file_name, req.headers()).await
+}
+
+/// Serves a file with range support and ComfyUI's safety headers.
+pub async fn serve_file(
+    path: &FsPath,
+    file_name: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let mut builder = axum::http::Request::builder();
+    for key in [
+        header::RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        if let Some(v) = headers.get(&key) {
+            builder = builder.header(key, v);
+        }
+    }
+    let request = builder.body(Body::empty()).map_err(ApiError::internal)?;
+    let mut response = tower_http::services::ServeFile::new(path)
+        .oneshot(request)
+        .await
+        .map_err(ApiError::internal)?
+        .into_response();
+    let ext = file_name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let image_load = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) == Some("image");
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if SCRIPTABLE.contains(&ext.as_str()) && !(image_load && ext == "svg") {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        let disposition = format!("attachment; filename=\"{}\"", file_name.replace('"', ""));
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    } else {
+        let disposition = format!("filename=\"{}\"", file_name.replace('"', ""));
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    if ext == "svg" && image_load {
+        h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
+}
+
+fn encoded(bytes: Vec<u8>, mime: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, mime)], bytes).into_response()
+}
+
+async fn preview_image(path: &FsPath, spec: &str) -> ApiResult<Response> {
+    let (format, quality) = spec.split_once(';').unwrap_or((spec, "90"));
+    let quality: u8 = quality.parse().unwrap_or(90).clamp(1, 100);
+    let path = path.to_path_buf();
+    let format = format.to_string();
+    tokio::task::spawn_blocking(move || {
+        let img =
+            image::open(&path).map_err(|e| ApiError::bad_request(format!("not an image: {e}")))?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        if format == "jpeg" && !img.color().has_alpha() {
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+            img.to_rgb8()
+                .write_with_encoder(enc)
+                .map_err(ApiError::internal)?;
+            Ok(encoded(out.into_inner(), "image/jpeg"))
+        } else {
+            img.to_rgba8()
+                .write_to(&mut out, image::ImageFormat::WebP)
+                .map_err(ApiError::internal)?;
+            Ok(encoded(out.into_inner(), "image/webp"))
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+async fn channel_image(path: &FsPath, channel: &str) -> ApiResult<Response> {
+    let path = path.to_path_buf();
+    let channel = channel.to_string();
+    tokio::task::spawn_blocking(move || {
+        let img =
+            image::open(&path).map_err(|e| ApiError::bad_request(format!("not an image: {e}")))?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        match channel.as_str() {
+            "rgb" => img
+                .to_rgb8()
+                .write_to(&mut out, image::ImageFormat::Png)
+                .map_err(ApiError::internal)?,
+            "a" => {
+                let rgba = img.to_rgba8();
+                let alpha = image::RgbaImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+                    let a = rgba.get_pixel(x, y).0[3];
+                    image::Rgba([a, a, a, 255])
+                });
+                alpha
+                    .write_to(&mut out, image::ImageFormat::Png)
+                    .map_err(ApiError::internal)?
+            }
+            _ => return Err(ApiError::bad_request("channel must be rgb, a or rgba")),
+        }
+        Ok(encoded(out.into_inner(), "image/png"))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// The fields of an upload form.
+struct Upload {
+    file_name: String,
+    bytes: Bytes,
+    kind: String,
+    subfolder: String,
+    overwrite: bool,
+    original_ref: Option<Value>,
+}
+
+async fn read_upload(mut form: Multipart, field_name: &str) -> ApiResult<Upload> {
+    let mut upload = Upload {
+        file_name: String::new(),
+        bytes: Bytes::new(),
+        kind: "input".into(),
+        subfolder: String::new(),
+        overwrite: false,
+        original_ref: None,
+    };
+    let mut seen_file = false;
+    while let Some(field) = form.next_field().await.map_err(|e| multipart_error(&e))? {
+        let name = field.name().unwrap_or("").to_string();
+        if name == field_name {
+            upload.file_name = field.file_name().unwrap_or("").to_string();
+            upload.bytes = field.bytes().await.map_err(|e| multipart_error(&e))?;
+            seen_file = true;
+            continue;
+        }
+        let text = field.text().await.map_err(|e| multipart_error(&e))?;
+        match name.as_str() {
+            "type" => upload.kind = text,
+            "subfolder" => upload.subfolder = text,
+            "overwrite" => upload.overwrite = matches!(text.as_str(), "true" | "1"),
+            "original_ref" => upload.original_ref = serde_json::from_str(&text).ok(),
+            _ => {}
+        }
+    }
+    if !seen_file || upload.file_name.is_empty() {
+        return Err(ApiError::json(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("no {field_name} file in the form")}),
+        ));
+    }
+    Ok(upload)
+}
+
+fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    ApiError::message(status, format!("bad upload: {}", e.body_text()))
+}
+
+/// The folder and final name for an upload (ComfyUI's `image_upload`): without overwrite, an
+/// identical existing file is reused and a different one gets `name (1).ext`, `name (2).ext`...
+fn place_upload(base: &FsPath, upload: &Upload) -> ApiResult<(PathBuf, String, bool)> {
+    let folder = safe_join(base, &upload.subfolder)
+        .ok_or_else(|| ApiError::bad_request("subfolder outside the folder"))?;
+    let raw = FsPath::new(&upload.file_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if raw.is_empty() || raw.starts_with('.') {
+        return Err(ApiError::bad_request("invalid file name"));
+    }
+    std::fs::create_dir_all(&folder).map_err(ApiError::internal)?;
+    if upload.overwrite {
+        return Ok((folder, raw, true));
+    }
+    let (stem, ext) = match raw.rsplit_once('.') {
+        Some((s, e)) => (s.to_string(), format!(".{e}")),
+        None => (raw.clone(), String::new()),
+    };
+    let mut candidate = raw.clone();
+    let mut i = 1;
+    loop {
+        let path = folder.join(&candidate);
+        if !path.exists() {
+            return Ok((folder, candidate, true));
+        }
+        if std::fs::read(&path).is_ok_and(|existing| existing == upload.bytes.as_ref()) {
+            return Ok((folder, candidate, false));
+        }
+        candidate = format!("{stem} ({i}){ext}");
+        i += 1;
+    }
+}
+
+async fn store_upload(
+    state: &AppState,
+    scope: &Scope,
+    upload: &Upload,
+    bytes: &[u8],
+) -> ApiResult<Json<Value>> {
+    let env = state.env(scope);
+    let base = match upload.kind.as_str() {
+        "input" | "temp" | "output" => env.dirs.for_type(&upload.kind).map(FsPath::to_path_buf),
+        _ => None,
+    };
+    let Some(base) = base else {
+        return Err(ApiError::bad_request(format!(
+            "invalid type {:?}",
+            upload.kind
+        )));
+    };
+    let (folder, name, write) = place_upload(&base, upload)?;
+    if write {
+        nodes::files::write_atomic(&folder.join(&name), bytes).map_err(ApiError::internal)?;
+    }
+    tracing::info!(user = %scope.user, file = %name, bytes = bytes.len(), "upload stored");
+    Ok(Json(
+        json!({"name": name, "subfolder": upload.subfolder, "type": upload.kind}),
+    ))
+}
+
+/// `POST /upload/image` (multipart: `image`, `type`, `subfolder`, `overwrite`).
+pub async fn upload_image(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+    form: Multipart,
+) -> ApiResult<Json<Value>> {
+    let upload = read_upload(form, "image").await?;
+    let bytes = upload.bytes.clone();
+    store_upload(&state, &scope, &upload, &bytes).await
+}
+
+/// `POST /upload/mask`: like `/upload/image`, plus `original_ref`; the upload's alpha replaces
+/// the original image's alpha, and the result (with the original's text chunks) is saved.
+pub async fn upload_mask(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+    form: Multipart,
+) -> ApiResult<Json<Value>> {
+    let upload = read_upload(form, "image").await?;
+    let original = upload
+        .original_ref
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("original_ref is required"))?;
+    let env = state.env(&scope);
+    let kind = original["type"].as_str().unwrap_or("input");
+    let base = env
+        .dirs
+        .for_type(kind)
+        .ok_or_else(|| ApiError::bad_request("invalid original type"))?;
+    let sub = original["subfolder"].as_str().unwrap_or("");
+    let name = original["filename"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("original_ref.filename is required"))?;
+    let folder =
+        safe_join(base, sub).ok_or_else(|| ApiError::forbidden("subfolder outside the folder"))?;
+    let original_path =
+        safe_join(&folder, name).ok_or_else(|| ApiError::bad_request("invalid filename"))?;
+    let mask_bytes = upload.bytes.clone();
+    let merged = tokio::task::spawn_blocking(move || merge_alpha(&original_path, &mask_bytes))
+        .await
+        .map_err(ApiError::internal)??;
+    store_upload(&state, &scope, &upload, &merged).await
+}
+
+fn merge_alpha(original: &FsPath, mask: &[u8]) -> ApiResult<Vec<u8>> {
+    let bytes =
+        std::fs::read(original).map_err(|_| ApiError::not_found("original image not found"))?;
+    let texts = png_texts(&bytes);
+    let mut base = image::load_from_memory(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("original is not an image: {e}")))?
+        .to_rgba8();
+    let mut mask = image::load_from_memory(mask)
+        .map_err(|e| ApiError::bad_request(format!("mask is not an image: {e}")))?
+        .to_rgba8();
+    if mask.dimensions() != base.dimensions() {
+        mask = image::imageops::resize(
+            &mask,
+            base.width(),
+            base.height(),
+            image::imageops::FilterType::Lanczos3,
+        );
+    }
+    for (p, m) in base.pixels_mut().zip(mask.pixels()) {
+        p.0[3] = m.0[3];
+    }
+    let px = nodes::files::Pixels {
+        width: base.width() as usize,
+        height: base.height() as usize,
+        channels: 4,
+        data: base.into_raw(),
+    };
+    nodes::files::encode_png(&px, &texts, 4).map_err(ApiError::internal)
+}
+
+fn png_texts(bytes: &[u8]) -> Vec<(String, String)> {
+    let Ok(reader) = png::Decoder::new(std::io::Cursor::new(bytes)).read_info() else {
+        return Vec::new();
+    };
+    reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect()
+}
+
+/// `GET /view_metadata/{folder}?filename=x.safetensors`: the file's `__metadata__`.
+pub async fn view_metadata(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+    Path(folder): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let name = params
+        .get("filename")
+        .ok_or_else(|| ApiError::not_found("no filename"))?;
+    if !name.ends_with(".safetensors") {
+        return Err(ApiError::not_found("not a safetensors file"));
+    }
+    let env = state.env(&scope);
+    let path = env
+        .models
+        .full_path(&folder, name)
+        .ok_or_else(|| ApiError::not_found("file not found"))?;
+    let metadata = tokio::task::spawn_blocking(move || safetensors_metadata(&path))
+        .await
+        .map_err(ApiError::internal)?;
+    metadata
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no metadata"))
+}
+
+fn safetensors_metadata(path: &FsPath) -> Option<Value> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).ok()?;
+    let json: Value = serde_json::from_slice(&header).ok()?;
+    json.get("__metadata__").cloned()
+}

@@ -1,0 +1,164 @@
+//! `POST /prompt` (validate and queue a prompt) and `GET /prompt` (queue count).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use queue::{Filter, JobState, NewJob};
+use serde_json::{Value, json};
+
+use crate::auth::Scope;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Keys of `extra_data` that must never be stored.
+const SENSITIVE_KEYS: &[&str] = &["auth_token_comfy_org", "api_key_comfy_org"];
+
+/// Pending + running jobs visible to the scope (`queue_remaining`).
+pub async fn queue_remaining(state: &AppState, scope: &Scope) -> ApiResult<usize> {
+    let filter = Filter {
+        user: scope.owner_filter(),
+        states: vec![JobState::Pending, JobState::Running],
+    };
+    Ok(state.config.backend.list(&filter).await?.len())
+}
+
+/// `GET /prompt`.
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+) -> ApiResult<Json<Value>> {
+    let remaining = queue_remaining(&state, &scope).await?;
+    Ok(Json(json!({"exec_info": {"queue_remaining": remaining}})))
+}
+
+/// Whether `v` is a canonical lowercase UUID string (`str(uuid.UUID(v)) == v`).
+pub fn is_canonical_uuid(v: &str) -> bool {
+    uuid::Uuid::parse_str(v).is_ok_and(|u| u.hyphenated().to_string() == v)
+}
+
+/// `POST /prompt`.
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let request: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::prompt(
+            "invalid_prompt",
+            "Invalid JSON in the request body",
+            &e.to_string(),
+        )
+    })?;
+    let Some(request) = request.as_object() else {
+        return Err(ApiError::prompt(
+            "invalid_prompt",
+            "Invalid request",
+            "The request body must be a JSON object",
+        ));
+    };
+    let number = match request.get("number") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_f64().ok_or_else(|| {
+            ApiError::prompt(
+                "invalid_prompt",
+                "Invalid number",
+                "`number` must be a number",
+            )
+        })?),
+    };
+    let front = request.get("front").is_some_and(engine::pyfmt::truthy);
+    let Some(prompt) = request.get("prompt") else {
+        return Err(ApiError::prompt(
+            "no_prompt",
+            "No prompt provided",
+            "No prompt provided",
+        ));
+    };
+    let id = match request.get("prompt_id") {
+        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(s)) if is_canonical_uuid(s) => s.clone(),
+        Some(other) => {
+            return Err(ApiError::prompt(
+                "invalid_prompt_id",
+                "Invalid prompt_id",
+                &format!(
+                    "prompt_id must be a canonical UUID string, got {}",
+                    engine::pyfmt::repr(other)
+                ),
+            ));
+        }
+    };
+    let partial: Option<Vec<String>> = match request.get("partial_execution_targets") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(items.iter().map(engine::pyfmt::str_of).collect()),
+        Some(_) => {
+            return Err(ApiError::prompt(
+                "invalid_prompt",
+                "Invalid partial_execution_targets",
+                "expected a list of node ids",
+            ));
+        }
+    };
+    let env = state.env(&scope);
+    let registry = state.config.registry.clone();
+    let limits = state.config.limits.clone();
+    let prompt = prompt.clone();
+    let validated = tokio::task::spawn_blocking(move || {
+        engine::validate::validate_prompt(&registry, &env, &prompt, partial.as_deref(), &limits)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let validated = match validated {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(user = %scope.user, error = %e, "prompt rejected");
+            return Err(ApiError::json(StatusCode::BAD_REQUEST, e.to_json()));
+        }
+    };
+    let client_id = request
+        .get("client_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut extra = request
+        .get("extra_data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for key in SENSITIVE_KEYS {
+        extra.remove(*key);
+    }
+    extra.insert(
+        "client_id".into(),
+        client_id.clone().map(Value::from).unwrap_or(Value::Null),
+    );
+    if !extra.contains_key("comfy_usage_source")
+        && let Some(source) = headers
+            .get("comfy-usage-source")
+            .and_then(|v| v.to_str().ok())
+    {
+        extra.insert("comfy_usage_source".into(), Value::from(source));
+    }
+    extra.insert("create_time".into(), Value::from(engine::events::now_ms()));
+    let job = state
+        .config
+        .backend
+        .submit(NewJob {
+            id,
+            user: scope.user.clone(),
+            client_id,
+            prompt: validated.prompt.json.clone(),
+            outputs: validated.outputs.clone(),
+            extra_data: Value::Object(extra),
+            number,
+            front,
+        })
+        .await?;
+    tracing::info!(job = %job.id, user = %job.user, number = %job.number, "prompt queued");
+    Ok(Json(
+        json!({"prompt_id": job.id, "number": job.number, "node_errors": validated.node_errors}),
+    ))
+}

@@ -1,0 +1,206 @@
+//! `comfyrs serve`: the ComfyUI-compatible server with its embedded queue and a local worker per
+//! device (none with `--no-local-worker`), ready on a fresh machine with no configuration.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use engine::Engine;
+use queue::{Backend, Embedded, Layout, QueueConfig, Worker, WorkerOptions};
+use server::auth::Users;
+use server::{AppState, ServerConfig};
+use tokio::sync::watch;
+
+use crate::settings::{CacheArgs, PathArgs};
+
+/// `comfyrs serve` arguments (ComfyUI's flag names where they exist).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (ComfyUI's --listen; bare `--listen` means 0.0.0.0). Several can be
+    /// given separated by commas.
+    #[arg(long, env = "COMFYRS_LISTEN", default_value = "127.0.0.1", num_args = 0..=1, default_missing_value = "0.0.0.0")]
+    pub listen: String,
+    /// Port (ComfyUI's default 8188).
+    #[arg(long, env = "COMFYRS_PORT", default_value_t = 8188)]
+    pub port: u16,
+    /// Workshop users (TOML `[[user]]` entries with argon2 hashes). Without it the server is
+    /// single-user with no authentication.
+    #[arg(long, env = "COMFYRS_USERS")]
+    pub users: Option<PathBuf>,
+    /// The ComfyUI frontend's static folder (default: <base>/frontend/static as installed by
+    /// scripts/setup.sh).
+    #[arg(long = "front-end-root", env = "COMFYRS_FRONTEND_ROOT")]
+    pub front_end_root: Option<PathBuf>,
+    /// The workflow templates folder (default: <base>/frontend/templates).
+    #[arg(long, env = "COMFYRS_TEMPLATES_ROOT")]
+    pub templates_root: Option<PathBuf>,
+    /// Workflows shown in every user's workflow list (read-only).
+    #[arg(long, env = "COMFYRS_WORKSHOP_WORKFLOWS")]
+    pub workshop_workflows: Option<PathBuf>,
+    /// Largest upload in MB (ComfyUI's --max-upload-size).
+    #[arg(long, env = "COMFYRS_MAX_UPLOAD_MB", default_value_t = 100.0)]
+    pub max_upload_size: f64,
+    /// Send CORS headers for this origin (ComfyUI's --enable-cors-header; bare flag = "*").
+    #[arg(long, num_args = 0..=1, default_missing_value = "*")]
+    pub enable_cors_header: Option<String>,
+    /// The embedded queue's database (default: <base>/queue.redb).
+    #[arg(long, env = "COMFYRS_QUEUE_DB")]
+    pub queue_db: Option<PathBuf>,
+    /// Most pending jobs per user (0 = unlimited).
+    #[arg(long, env = "COMFYRS_MAX_PENDING_PER_USER", default_value_t = 0)]
+    pub max_pending_per_user: usize,
+    /// Finished jobs kept in history.
+    #[arg(long, env = "COMFYRS_MAX_HISTORY", default_value_t = 10_000)]
+    pub max_history: usize,
+    /// Run no worker in this process (jobs are run by `comfyrs worker` processes).
+    #[arg(long, env = "COMFYRS_NO_LOCAL_WORKER")]
+    pub no_local_worker: bool,
+    /// Devices for local workers, one worker each (`cpu`, `cuda:0`, ...).
+    #[arg(
+        long,
+        env = "COMFYRS_DEVICES",
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    pub devices: Vec<String>,
+    /// Register the development nodes (DevWorkload) for load tests.
+    #[arg(long, env = "COMFYRS_DEV_NODES")]
+    pub dev_nodes: bool,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// The node registry for a process.
+pub fn registry(dev_nodes: bool) -> Arc<nodes::Registry> {
+    let mut registry = nodes::builtin_registry();
+    if dev_nodes {
+        nodes::dev::register(&mut registry);
+    }
+    Arc::new(registry)
+}
+
+fn addresses(listen: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+    listen
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|ip| {
+            let ip: IpAddr = ip
+                .parse()
+                .with_context(|| format!("--listen: {ip:?} is not an IP address"))?;
+            Ok(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+fn existing(path: PathBuf) -> Option<PathBuf> {
+    path.join("index.html").is_file().then_some(path)
+}
+
+/// Runs the server until Ctrl-C / SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let base = args.paths.base_directory.clone();
+    let env = args.paths.env()?;
+    let layout = Arc::new(Layout::new(env, base.join("users")));
+    let registry = registry(args.dev_nodes);
+    let queue_config = QueueConfig {
+        max_pending_per_user: args.max_pending_per_user,
+        max_history: args.max_history,
+        ..QueueConfig::default()
+    };
+    let db = args
+        .queue_db
+        .clone()
+        .unwrap_or_else(|| base.join("queue.redb"));
+    let backend: Arc<dyn Backend> = Arc::new(
+        Embedded::open(&db, queue_config)
+            .with_context(|| format!("opening the queue at {}", db.display()))?,
+    );
+    let users = match &args.users {
+        Some(path) => Some(Arc::new(Users::load(path)?)),
+        None => None,
+    };
+    let frontend_root = args
+        .front_end_root
+        .clone()
+        .or_else(|| existing(base.join("frontend/static")));
+    if frontend_root.is_none() {
+        tracing::warn!(
+            "the ComfyUI frontend is not installed (run scripts/setup.sh); serving the API only"
+        );
+    }
+    let templates_root = args.templates_root.clone().or_else(|| {
+        let p = base.join("frontend/templates");
+        p.join("index.json").is_file().then_some(p)
+    });
+    let config = ServerConfig {
+        backend: backend.clone(),
+        registry: registry.clone(),
+        layout: layout.clone(),
+        users,
+        frontend_root,
+        templates_root,
+        workshop_workflows: args.workshop_workflows.clone(),
+        user_root: base.join("user"),
+        max_upload_bytes: (args.max_upload_size * 1024.0 * 1024.0) as usize,
+        max_body_bytes: 64 << 20,
+        cors_origin: args.enable_cors_header.clone(),
+        limits: engine::Limits::default(),
+        argv: std::env::args().collect(),
+        devices: args.devices.clone(),
+    };
+    let state = AppState::new(config);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    if !args.no_local_worker {
+        for device in &args.devices {
+            let engine = Engine::new(registry.clone(), args.cache.policy());
+            let mut options = WorkerOptions::new(device);
+            options.heartbeat = std::time::Duration::from_secs(1);
+            let worker = Worker::new(backend.clone(), engine, layout.clone(), options);
+            let rx = stop_rx.clone();
+            workers.push(tokio::spawn(async move { worker.run(rx).await }));
+        }
+    }
+    let addrs = addresses(&args.listen, args.port)?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing running jobs");
+        let _ = stop_tx.send(true);
+    };
+    server::serve(state, &addrs, shutdown).await?;
+    for worker in workers {
+        match worker.await {
+            Ok(Err(e)) => tracing::error!("worker stopped with an error: {e}"),
+            Err(e) => tracing::error!("worker task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
