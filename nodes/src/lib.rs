@@ -16,9 +16,12 @@ pub mod image_utils;
 pub mod imageops;
 pub mod io;
 pub mod latent;
+pub mod ltxv;
+pub mod model_cache;
 pub mod primitive;
 pub mod registry;
 pub mod resize;
+pub mod sampling;
 pub mod schema;
 pub mod value;
 pub mod video;
@@ -40,6 +43,8 @@ pub fn builtin_registry() -> Registry {
     image_utils::register(&mut r);
     resize::register(&mut r);
     canny::register(&mut r);
+    ltxv::register(&mut r);
+    sampling::register(&mut r);
     video::register(&mut r);
     r
 }

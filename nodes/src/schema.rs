@@ -326,6 +326,9 @@ pub struct NodeSchema {
     pub deprecated: bool,
     /// `NOT_IDEMPOTENT`: the cache key includes the node id.
     pub not_idempotent: bool,
+    /// `OUTPUT_TOOLTIPS` given as a whole list, when it does not follow the outputs (ComfyUI's
+    /// `LoraLoaderModelOnly` inherits `LoraLoader`'s two tooltips for its one output).
+    pub output_tooltips: Option<Vec<Option<String>>>,
 }
 
 impl NodeSchema {
@@ -346,6 +349,7 @@ impl NodeSchema {
             experimental: false,
             deprecated: false,
             not_idempotent: false,
+            output_tooltips: None,
         }
     }
 
@@ -408,6 +412,11 @@ impl NodeSchema {
     /// Marks the node as not idempotent (never shares cache entries across node ids).
     pub fn not_idempotent(mut self) -> Self {
         self.not_idempotent = true;
+        self
+    }
+    /// Sets `OUTPUT_TOOLTIPS` as a whole list (see [`NodeSchema::output_tooltips`]).
+    pub fn tooltips_list(mut self, tooltips: &[&str]) -> Self {
+        self.output_tooltips = Some(tooltips.iter().map(|t| Some(t.to_string())).collect());
         self
     }
     /// Makes the function receive whole input lists.
@@ -562,12 +571,15 @@ impl NodeSchema {
                     .collect::<Vec<_>>()
             ),
         );
-        let tooltips = json!(
-            self.outputs
-                .iter()
-                .map(|o| o.tooltip.clone())
-                .collect::<Vec<_>>()
-        );
+        let tooltips = match &self.output_tooltips {
+            Some(list) => json!(list),
+            None => json!(
+                self.outputs
+                    .iter()
+                    .map(|o| o.tooltip.clone())
+                    .collect::<Vec<_>>()
+            ),
+        };
         match self.style {
             Style::V1 => self.finish_v1(&mut info, tooltips),
             Style::V3 => self.finish_v3(&mut info, tooltips),
@@ -585,7 +597,7 @@ impl NodeSchema {
         info.insert("python_module".into(), json!(self.python_module));
         info.insert("category".into(), json!(self.category));
         info.insert("output_node".into(), json!(self.output_node));
-        if self.outputs.iter().any(|o| o.tooltip.is_some()) {
+        if self.output_tooltips.is_some() || self.outputs.iter().any(|o| o.tooltip.is_some()) {
             info.insert("output_tooltips".into(), tooltips);
         }
         if self.deprecated {

@@ -80,7 +80,7 @@ pub async fn files(
                 .collect()
         })
         .unwrap_or_default();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(Json(json!(
         files.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
     )))

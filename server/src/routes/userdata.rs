@@ -124,14 +124,14 @@ fn file_info(root: &FsPath, path: &FsPath) -> Value {
     })
 }
 
-fn walk(root: &FsPath, dir: &FsPath, recurse: bool, out: &mut Vec<PathBuf>) {
+fn walk(dir: &FsPath, recurse: bool, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
         match entry.file_type() {
-            Ok(t) if t.is_dir() && recurse => walk(root, &path, recurse, out),
+            Ok(t) if t.is_dir() && recurse => walk(&path, recurse, out),
             Ok(t) if t.is_file() => out.push(path),
             _ => {}
         }
@@ -174,7 +174,7 @@ pub async fn list(
     let mut items = Vec::new();
     for root in &roots {
         let mut files = Vec::new();
-        walk(root, root, recurse, &mut files);
+        walk(root, recurse, &mut files);
         files.sort();
         for f in files {
             let rel = f
