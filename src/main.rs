@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Execute an API-format workflow locally and write its outputs.
+    /// Execute a workflow (API or UI format) locally and write its outputs.
     Run(run::RunArgs),
     /// Serve ComfyUI's HTTP/WebSocket API and frontend, with the embedded queue and local workers.
     Serve(Box<serve::ServeArgs>),

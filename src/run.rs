@@ -1,4 +1,5 @@
-//! `comfyrs run workflow.json`: executes an API-format workflow locally with a progress bar,
+//! `comfyrs run workflow.json`: executes a workflow (API format, a `POST /prompt` body, or the
+//! UI format the frontend saves, converted as the frontend would) locally with a progress bar,
 //! writes its outputs and prints where they are; on failure prints ComfyUI's error JSON and exits
 //! non-zero (2: the prompt was rejected, 1: a node failed, 130: interrupted).
 
@@ -17,7 +18,8 @@ use crate::settings::{CacheArgs, PathArgs};
 /// `comfyrs run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// An API-format workflow (`{"<id>": {"class_type", "inputs"}}`) or a `POST /prompt` body.
+    /// An API-format workflow (`{"<id>": {"class_type", "inputs"}}`), a `POST /prompt` body, or
+    /// a UI-format workflow (as saved by the ComfyUI frontend).
     pub workflow: PathBuf,
     /// Print the result (prompt id, outputs, status messages) as JSON on stdout.
     #[arg(long)]
@@ -28,24 +30,56 @@ pub struct RunArgs {
     pub cache: CacheArgs,
 }
 
-/// Splits a workflow file into the prompt and its extra_data.
-fn read_workflow(path: &PathBuf) -> anyhow::Result<(Value, Value)> {
+/// What a workflow file holds.
+enum WorkflowDoc {
+    /// An API prompt and its extra_data.
+    Api { prompt: Value, extra_data: Value },
+    /// A UI-format workflow (what the frontend saves).
+    Ui(Value),
+}
+
+/// Reads a workflow file: an API prompt, a `POST /prompt` body, or a UI-format workflow.
+fn read_workflow(path: &PathBuf) -> anyhow::Result<WorkflowDoc> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let doc: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if doc.get("nodes").is_some() && doc.get("links").is_some() {
-        anyhow::bail!(
-            "{} is a UI-format workflow; export it in API format (Workflow > Export (API)) or queue it through the server",
-            path.display()
-        );
+    if engine::ui_workflow::is_ui_workflow(&doc) {
+        return Ok(WorkflowDoc::Ui(doc));
     }
     match doc.get("prompt") {
         Some(prompt) if prompt.is_object() => {
-            let extra = doc.get("extra_data").cloned().unwrap_or_else(|| json!({}));
-            Ok((prompt.clone(), extra))
+            let extra_data = doc.get("extra_data").cloned().unwrap_or_else(|| json!({}));
+            Ok(WorkflowDoc::Api {
+                prompt: prompt.clone(),
+                extra_data,
+            })
         }
-        _ => Ok((doc, json!({}))),
+        _ => Ok(WorkflowDoc::Api {
+            prompt: doc,
+            extra_data: json!({}),
+        }),
+    }
+}
+
+/// The API prompt and extra_data to run: a UI workflow is converted as the frontend's
+/// `graphToPrompt` does and travels along as `extra_pnginfo.workflow`, as the frontend sends it.
+fn prompt_of(
+    doc: WorkflowDoc,
+    registry: &nodes::Registry,
+    env: &nodes::Env,
+) -> anyhow::Result<(Value, Value)> {
+    match doc {
+        WorkflowDoc::Api { prompt, extra_data } => Ok((prompt, extra_data)),
+        WorkflowDoc::Ui(workflow) => {
+            let prompt = engine::ui_workflow::to_api_prompt_with_registry(&workflow, registry, env)
+                .context("converting the UI workflow to an API prompt")?;
+            tracing::info!(nodes = prompt.len(), "converted the UI workflow");
+            Ok((
+                Value::Object(prompt),
+                json!({"extra_pnginfo": {"workflow": workflow}}),
+            ))
+        }
     }
 }
 
@@ -90,9 +124,17 @@ impl EventSink for Progress {
 
 /// Runs the subcommand.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (prompt, extra_data) = read_workflow(&args.workflow)?;
+    let doc = read_workflow(&args.workflow)?;
     let env = args.paths.env()?;
-    let mut engine = Engine::new(Arc::new(nodes::builtin_registry()), args.cache.policy());
+    let registry = Arc::new(nodes::builtin_registry());
+    let (prompt, extra_data) = match prompt_of(doc, &registry, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut engine = Engine::new(registry, args.cache.policy());
     let validated = match engine.validate(&env, &prompt, None) {
         Ok(v) => v,
         Err(e) => {

@@ -353,9 +353,19 @@ fn node_key(
     *h.finalize().as_bytes()
 }
 
+/// The constants a node's dynamic combos were given (they select the live inputs).
+fn given_constants<'a>(
+    node: &'a crate::prompt::PromptNode,
+) -> impl Fn(&str) -> Option<&'a Json> + Copy + 'a {
+    move |name| match node.input(name) {
+        Some(InputValue::Const(v)) => Some(v),
+        _ => None,
+    }
+}
+
 fn constant_inputs(def: &NodeDef, node: &crate::prompt::PromptNode) -> Inputs {
     let mut inputs = Inputs::new();
-    for input in &def.schema.inputs {
+    for input in &def.schema.live_inputs(given_constants(node)) {
         if let Some(InputValue::Const(v)) = node.input(&input.name) {
             inputs.insert(&input.name, vec![const_to_value(&input.io_type, v)]);
         }
@@ -451,7 +461,7 @@ impl<'a> Run<'a> {
             .node(id)
             .ok_or_else(|| NodeError::Runtime(format!("node {id} is not in the prompt")))?;
         let mut gathered = Vec::new();
-        for input in &def.schema.inputs {
+        for input in &def.schema.live_inputs(given_constants(node)) {
             let values = match node.input(&input.name) {
                 None => continue,
                 Some(InputValue::Const(v)) => vec![const_to_value(&input.io_type, v)],

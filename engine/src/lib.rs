@@ -11,6 +11,7 @@ pub mod executor;
 pub mod graph;
 pub mod prompt;
 pub mod pyfmt;
+pub mod ui_workflow;
 pub mod validate;
 
 pub use cache::CachePolicy;

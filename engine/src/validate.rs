@@ -381,17 +381,21 @@ impl Validator<'_> {
             .unwrap_or_default();
         let mut errors = Vec::new();
         let mut valid = true;
-        for input in &schema.inputs {
-            let Some(val) = self.prompt[id]
-                .get("inputs")
-                .and_then(|i| i.get(&input.name))
-                .cloned()
-            else {
+        let given = self.prompt[id].get("inputs").cloned().unwrap_or(Json::Null);
+        let inputs = schema.live_inputs(|name| given.get(name));
+        // With dynamic inputs, ComfyUI names a missing input by its last segment.
+        let dynamic = inputs.iter().any(|i| i.name.contains('.'));
+        for input in &inputs {
+            let Some(val) = given.get(&input.name).cloned() else {
                 if input.section == Section::Required {
+                    let details = match input.name.rsplit_once('.') {
+                        Some((_, last)) if dynamic => last.to_string(),
+                        _ => input.name.clone(),
+                    };
                     errors.push(ErrorInfo::new(
                         "required_input_missing",
                         "Required input is missing",
-                        input.name.clone(),
+                        details,
                         json!({"input_name": input.name}),
                     ));
                 }

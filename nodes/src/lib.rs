@@ -5,17 +5,23 @@
 //! nodes live one file (or folder, `video/`) each (`image.rs`, `latent.rs`, ...) and
 //! [`builtin_registry`] lists them.
 
+pub mod canny;
 pub mod context;
 pub mod dev;
 pub mod env;
 pub mod error;
 pub mod files;
 pub mod image;
+pub mod image_utils;
 pub mod imageops;
 pub mod io;
 pub mod latent;
+pub mod ltxv;
+pub mod model_cache;
 pub mod primitive;
 pub mod registry;
+pub mod resize;
+pub mod sampling;
 pub mod schema;
 pub mod value;
 pub mod video;
@@ -34,6 +40,11 @@ pub fn builtin_registry() -> Registry {
     image::register(&mut r);
     latent::register(&mut r);
     primitive::register(&mut r);
+    image_utils::register(&mut r);
+    resize::register(&mut r);
+    canny::register(&mut r);
+    ltxv::register(&mut r);
+    sampling::register(&mut r);
     video::register(&mut r);
     r
 }

@@ -10,6 +10,11 @@ use crate::value::Json;
 /// ComfyUI's `MAX_RESOLUTION`.
 pub const MAX_RESOLUTION: i64 = 16384;
 
+/// The type string of V3 dynamic combos.
+pub const DYNAMIC_COMBO: &str = "COMFY_DYNAMICCOMBO_V3";
+/// The type string of V3 `MatchType` inputs and outputs (the type follows what is connected).
+pub const MATCH_TYPE: &str = "COMFY_MATCHTYPE_V3";
+
 /// Which generation of ComfyUI's node API a node mirrors; it changes how `/object_info`
 /// renders it (V3 adds keys, renders combos as `COMBO` and empty option dicts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +68,28 @@ pub enum IoType {
     Combo(Choices),
     /// A socket of a named type (`IMAGE`, `LATENT`, `*`, comma-separated unions).
     Socket(String),
+    /// A V3 dynamic combo (`COMFY_DYNAMICCOMBO_V3`): a choice whose selected option brings
+    /// its own inputs, named `<combo>.<input>` in the API prompt.
+    DynamicCombo(Vec<DynamicOption>),
+}
+
+/// One choice of a dynamic combo and the inputs it brings.
+#[derive(Clone)]
+pub struct DynamicOption {
+    /// The choice's value.
+    pub key: String,
+    /// Its inputs (short names, without the combo's prefix).
+    pub inputs: Vec<InputDef>,
+}
+
+impl DynamicOption {
+    /// A choice `key` with `inputs`.
+    pub fn new(key: &str, inputs: Vec<InputDef>) -> Self {
+        Self {
+            key: key.to_string(),
+            inputs,
+        }
+    }
 }
 
 impl IoType {
@@ -75,6 +102,7 @@ impl IoType {
             IoType::Boolean => "BOOLEAN",
             IoType::Combo(_) => "COMBO",
             IoType::Socket(s) => s,
+            IoType::DynamicCombo(_) => DYNAMIC_COMBO,
         }
     }
 }
@@ -135,6 +163,18 @@ impl InputDef {
     pub fn socket(name: &str, io_type: &str) -> Self {
         Self::new(name, IoType::Socket(io_type.to_string()))
     }
+    /// A V3 `MatchType` input: any of `allowed_types` (comma-separated); outputs declared with
+    /// [`OutputDef::match_type`] and the same `template_id` take the type it receives.
+    pub fn match_type(name: &str, template_id: &str, allowed_types: &str) -> Self {
+        Self::socket(name, MATCH_TYPE).opt(
+            "template",
+            serde_json::json!({"template_id": template_id, "allowed_types": allowed_types}),
+        )
+    }
+    /// A V3 dynamic combo with its options (the first is the default).
+    pub fn dynamic_combo(name: &str, options: Vec<DynamicOption>) -> Self {
+        Self::new(name, IoType::DynamicCombo(options))
+    }
     /// Moves the input to the `optional` section.
     pub fn optional(mut self) -> Self {
         self.section = Section::Optional;
@@ -186,6 +226,8 @@ pub struct OutputDef {
     pub is_list: bool,
     /// Tooltip.
     pub tooltip: Option<String>,
+    /// For a V3 `MatchType` output: the template id whose input type it takes.
+    pub match_template: Option<String>,
 }
 
 impl OutputDef {
@@ -196,6 +238,14 @@ impl OutputDef {
             name: None,
             is_list: false,
             tooltip: None,
+            match_template: None,
+        }
+    }
+    /// A V3 `MatchType` output typed like the inputs of template `template_id`.
+    pub fn match_type(template_id: &str) -> Self {
+        Self {
+            match_template: Some(template_id.to_string()),
+            ..Self::new(MATCH_TYPE)
         }
     }
     /// Names the output.
@@ -276,6 +326,9 @@ pub struct NodeSchema {
     pub deprecated: bool,
     /// `NOT_IDEMPOTENT`: the cache key includes the node id.
     pub not_idempotent: bool,
+    /// `OUTPUT_TOOLTIPS` given as a whole list, when it does not follow the outputs (ComfyUI's
+    /// `LoraLoaderModelOnly` inherits `LoraLoader`'s two tooltips for its one output).
+    pub output_tooltips: Option<Vec<Option<String>>>,
 }
 
 impl NodeSchema {
@@ -296,6 +349,7 @@ impl NodeSchema {
             experimental: false,
             deprecated: false,
             not_idempotent: false,
+            output_tooltips: None,
         }
     }
 
@@ -360,15 +414,31 @@ impl NodeSchema {
         self.not_idempotent = true;
         self
     }
+    /// Sets `OUTPUT_TOOLTIPS` as a whole list (see [`NodeSchema::output_tooltips`]).
+    pub fn tooltips_list(mut self, tooltips: &[&str]) -> Self {
+        self.output_tooltips = Some(tooltips.iter().map(|t| Some(t.to_string())).collect());
+        self
+    }
     /// Makes the function receive whole input lists.
     pub fn input_is_list(mut self) -> Self {
         self.input_is_list = true;
         self
     }
 
-    /// The declared input named `name`.
+    /// The declared input named `name`; `combo.input` names an input of one of a dynamic
+    /// combo's options (the nested declaration, under its short name).
     pub fn find_input(&self, name: &str) -> Option<&InputDef> {
-        self.inputs.iter().find(|i| i.name == name)
+        find_in(&self.inputs, name)
+    }
+
+    /// The inputs a node with these given values really has (ComfyUI's
+    /// `get_finalized_class_inputs`): a dynamic combo counts only when its value selects one of
+    /// its options, and then brings that option's inputs, named `combo.input`.
+    pub fn live_inputs<'a>(
+        &self,
+        given: impl Fn(&str) -> Option<&'a Json> + Copy,
+    ) -> Vec<InputDef> {
+        expand_inputs(&self.inputs, "", given)
     }
 
     /// The `[type, options]` pair ComfyUI reports as `input_config` for an input.
@@ -390,11 +460,40 @@ impl NodeSchema {
                 push_if_absent(&mut entries, "multiline", Json::Bool(false));
                 Json::from("STRING")
             }
+            (IoType::DynamicCombo(options), _) => {
+                let rendered: Vec<Json> = options
+                    .iter()
+                    .map(|o| json!({"key": o.key, "inputs": self.render_sections(&o.inputs, env)}))
+                    .collect();
+                entries.push(("options".to_string(), Json::from(rendered)));
+                Json::from(DYNAMIC_COMBO)
+            }
             (other, _) => Json::from(other.name()),
         };
         let rank = |key: &str| option_rank(self.style, key);
         entries.sort_by_key(|(k, _)| rank(k));
         (ty, entries.into_iter().collect())
+    }
+
+    /// The nested `{"required": {...}, "optional"?: {...}}` of a dynamic combo option, as V3's
+    /// `create_input_dict_v1` renders it.
+    fn render_sections(&self, inputs: &[InputDef], env: &Env) -> Json {
+        let mut required = Map::new();
+        let mut optional = Map::new();
+        for input in inputs {
+            let (ty, opts) = self.render_input(input, env);
+            let section = match input.section {
+                Section::Required => &mut required,
+                Section::Optional => &mut optional,
+            };
+            section.insert(input.name.clone(), json!([ty, opts]));
+        }
+        let mut out = Map::new();
+        out.insert("required".into(), Json::Object(required));
+        if !optional.is_empty() {
+            out.insert("optional".into(), Json::Object(optional));
+        }
+        Json::Object(out)
     }
 
     /// The node's `/object_info` entry.
@@ -472,12 +571,15 @@ impl NodeSchema {
                     .collect::<Vec<_>>()
             ),
         );
-        let tooltips = json!(
-            self.outputs
-                .iter()
-                .map(|o| o.tooltip.clone())
-                .collect::<Vec<_>>()
-        );
+        let tooltips = match &self.output_tooltips {
+            Some(list) => json!(list),
+            None => json!(
+                self.outputs
+                    .iter()
+                    .map(|o| o.tooltip.clone())
+                    .collect::<Vec<_>>()
+            ),
+        };
         match self.style {
             Style::V1 => self.finish_v1(&mut info, tooltips),
             Style::V3 => self.finish_v3(&mut info, tooltips),
@@ -495,7 +597,7 @@ impl NodeSchema {
         info.insert("python_module".into(), json!(self.python_module));
         info.insert("category".into(), json!(self.category));
         info.insert("output_node".into(), json!(self.output_node));
-        if self.outputs.iter().any(|o| o.tooltip.is_some()) {
+        if self.output_tooltips.is_some() || self.outputs.iter().any(|o| o.tooltip.is_some()) {
             info.insert("output_tooltips".into(), tooltips);
         }
         if self.deprecated {
@@ -509,7 +611,17 @@ impl NodeSchema {
 
     fn finish_v3(&self, info: &mut Map<String, Json>, tooltips: Json) {
         info.insert("output_tooltips".into(), tooltips);
-        info.insert("output_matchtypes".into(), Json::Null);
+        let matchtypes = if self.outputs.iter().any(|o| o.match_template.is_some()) {
+            json!(
+                self.outputs
+                    .iter()
+                    .map(|o| o.match_template.clone())
+                    .collect::<Vec<_>>()
+            )
+        } else {
+            Json::Null
+        };
+        info.insert("output_matchtypes".into(), matchtypes);
         info.insert("name".into(), json!(self.name));
         info.insert("display_name".into(), json!(self.display_name));
         info.insert("description".into(), json!(self.description));
@@ -528,6 +640,48 @@ impl NodeSchema {
         };
         info.insert("search_aliases".into(), aliases);
     }
+}
+
+fn find_in<'a>(inputs: &'a [InputDef], name: &str) -> Option<&'a InputDef> {
+    if let Some(input) = inputs.iter().find(|i| i.name == name) {
+        return Some(input);
+    }
+    let (combo, rest) = name.split_once('.')?;
+    let IoType::DynamicCombo(options) = &inputs.iter().find(|i| i.name == combo)?.io_type else {
+        return None;
+    };
+    options.iter().find_map(|o| find_in(&o.inputs, rest))
+}
+
+/// `inputs` with every dynamic combo replaced by itself plus its selected option's inputs
+/// (recursively), names prefixed with `prefix`; a combo whose value selects nothing is left out.
+fn expand_inputs<'a>(
+    inputs: &[InputDef],
+    prefix: &str,
+    given: impl Fn(&str) -> Option<&'a Json> + Copy,
+) -> Vec<InputDef> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let name = format!("{prefix}{}", input.name);
+        let IoType::DynamicCombo(options) = &input.io_type else {
+            out.push(InputDef {
+                name,
+                ..input.clone()
+            });
+            continue;
+        };
+        let selected = given(&name)
+            .and_then(Json::as_str)
+            .and_then(|v| options.iter().find(|o| o.key == v));
+        if let Some(option) = selected {
+            out.push(InputDef {
+                name: name.clone(),
+                ..input.clone()
+            });
+            out.extend(expand_inputs(&option.inputs, &format!("{name}."), given));
+        }
+    }
+    out
 }
 
 fn push_if_absent(entries: &mut Vec<(String, Json)>, key: &str, value: Json) {
@@ -667,5 +821,45 @@ mod tests {
         assert_eq!(info["display_name"], Json::Null);
         assert_eq!(info["search_aliases"], Json::Null);
         assert_eq!(info["output_tooltips"], json!([]));
+    }
+
+    #[test]
+    fn dynamic_combos_expand_the_selected_option() {
+        let schema = NodeSchema::v3("Resize", "t", "m")
+            .input(InputDef::dynamic_combo(
+                "mode",
+                vec![
+                    DynamicOption::new(
+                        "size",
+                        vec![InputDef::int("width"), InputDef::int("height")],
+                    ),
+                    DynamicOption::new("factor", vec![InputDef::float("by")]),
+                ],
+            ))
+            .input(InputDef::combo("method", &["area"]));
+        let given = json!({"mode": "factor", "mode.by": 2.0, "mode.width": 3});
+        let names: Vec<String> = schema
+            .live_inputs(|n| given.get(n))
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["mode", "mode.by", "method"]);
+        let unselected = json!({"mode": "other"});
+        let names: Vec<String> = schema
+            .live_inputs(|n| unselected.get(n))
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["method"]);
+        assert_eq!(
+            schema.find_input("mode.height").map(|i| i.name.as_str()),
+            Some("height")
+        );
+        assert!(schema.find_input("mode.depth").is_none());
+        let info = schema.to_object_info(&env());
+        assert_eq!(
+            info["input"]["required"]["mode"][1]["options"][1],
+            json!({"key": "factor", "inputs": {"required": {"by": ["FLOAT", {}]}}})
+        );
     }
 }

@@ -239,7 +239,9 @@ pub async fn listing_and_history(q: Arc<dyn Backend>) {
         "bob has no finished jobs"
     );
     assert_eq!(
-        q.delete_history(Some(&[a.id.clone()]), None).await.unwrap(),
+        q.delete_history(Some(std::slice::from_ref(&a.id)), None)
+            .await
+            .unwrap(),
         1
     );
     assert!(q.get(&a.id).await.unwrap().is_none());

@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn round_robin_prefers_users_served_longest_ago() {
-        let jobs = vec![job("a1", "a", 1, 0), job("b1", "b", 2, 0)];
+        let jobs = [job("a1", "a", 1, 0), job("b1", "b", 2, 0)];
         let refs: Vec<&Job> = jobs.iter().collect();
         let mut served = LastServed::new();
         served.insert("a".into(), 5);

@@ -17,9 +17,10 @@ mod config;
 mod decoder;
 mod encoder;
 mod layers;
+pub mod mel;
 mod stats;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{AttentionType, CausalityAxis, Config, LATENT_DOWNSAMPLE_FACTOR, NormType};
@@ -73,6 +74,8 @@ pub struct AudioVae {
     decoder: AudioDecoder,
     encoder: Option<AudioEncoder>,
     vocoder: Vocoder,
+    dtype: DType,
+    device: Device,
 }
 
 impl AudioVae {
@@ -104,6 +107,8 @@ impl AudioVae {
             encoder,
             vocoder: Vocoder::new(&voc_cfg, vb.pp("vocoder"))?,
             cfg,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
         })
     }
 
@@ -140,6 +145,27 @@ impl AudioVae {
                 "this audio VAE was loaded without its encoder".into(),
             )),
         }
+    }
+
+    /// Waveform `[B, C, S]` at `sample_rate` Hz -> normalised latent `[B, 8, T_a, 16]`, as
+    /// ComfyUI's `AudioVAE.encode`: a mono waveform is repeated to the encoder's channels, the
+    /// audio is resampled to the VAE's rate and turned into a log-mel spectrogram
+    /// ([`mel::MelFrontEnd`]), and the encoder's posterior mean is normalised.
+    pub fn encode_waveform(&self, waveform: &Tensor, sample_rate: u32) -> Result<Tensor> {
+        let (b, c, s) = waveform.dims3()?;
+        let expected = self.cfg.in_channels;
+        let waveform = if c == expected {
+            waveform.clone()
+        } else if c == 1 {
+            waveform.broadcast_as((b, expected, s))?.contiguous()?
+        } else {
+            return Err(Error::Input(format!(
+                "Input audio must have {expected} channels, got {c}"
+            )));
+        };
+        let mel =
+            mel::MelFrontEnd::new(&self.cfg)?.forward(&waveform, sample_rate, &self.device)?;
+        self.encode_mel(&mel.to_dtype(self.dtype)?)
     }
 
     /// The waveform sample rate of [`AudioVae::decode`] (24 000 for LTX-2).
