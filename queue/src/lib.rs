@@ -10,10 +10,12 @@ pub mod embedded;
 pub mod error;
 pub mod job;
 pub mod layout;
+pub mod redis;
 pub mod scheduler;
 pub mod worker;
 
-pub use backend::{Backend, Cancelled, Filter, Notice, QueueConfig, QueueStats};
+pub use self::redis::{Redis, RedisOptions};
+pub use backend::{Backend, Cancelled, Filter, JobSummary, Notice, QueueConfig, QueueStats};
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use job::{
