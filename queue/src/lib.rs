@@ -22,7 +22,7 @@ pub use job::{
     EventMessage, Job, JobEvent, JobResult, JobState, Lease, NewJob, Outcome, Policy, WorkerInfo,
 };
 pub use layout::Layout;
-pub use worker::{Worker, WorkerOptions};
+pub use worker::{MemoryProbe, Worker, WorkerOptions};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
