@@ -131,6 +131,32 @@ impl JobSummary {
         }
     }
 
+    /// A [`Job`] with these fields and no prompt or result: what the scheduler reads (e.g. for
+    /// queue positions with [`crate::scheduler::projected_order`]).
+    pub fn as_job(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            seq: self.seq,
+            number: self.number.clone(),
+            priority: self.priority,
+            user: self.user.clone(),
+            client_id: None,
+            prompt: Json::Null,
+            outputs: Vec::new(),
+            extra_data: Json::Null,
+            state: self.state,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            attempts: self.attempts,
+            worker: self.worker.clone(),
+            lease_until: None,
+            cancel_requested: self.cancel_requested,
+            result: None,
+            reason: self.reason.clone(),
+        }
+    }
+
     /// Milliseconds waited before the (last) start, or so far.
     pub fn wait_ms(&self, now: i64) -> i64 {
         self.started_at.unwrap_or(now) - self.created_at

@@ -122,6 +122,10 @@ impl Worker {
             info: self.info(Some(&job.id), draining),
             shutdown,
         };
+        // Show the job on the worker at once (the next beat is a period away).
+        if let Err(e) = self.backend.worker_heartbeat(&beat.info).await {
+            tracing::warn!(worker = %beat.info.id, "worker heartbeat failed: {e}");
+        }
         let heart = tokio::spawn(beat.run(stop_rx));
         let env = self.layout.env_for(&job.user);
         let run_job = job.clone();
