@@ -349,7 +349,7 @@ async fn submissions_wake_waiting_workers() {
 async fn password_urls_work_and_wrong_passwords_fail() {
     let server = RedisServer::start_with(ServerOptions {
         password: Some("s3cret".into()),
-        tls: None,
+        ..Default::default()
     })
     .unwrap();
     let q = connect(&server, config()).await;
@@ -375,6 +375,7 @@ async fn tls_urls_work_with_a_private_ca() {
     let server = RedisServer::start_with(ServerOptions {
         password: Some("pw".into()),
         tls: Some(tls.clone()),
+        ..Default::default()
     })
     .unwrap();
     assert!(server.url().starts_with("rediss://"));
