@@ -1,8 +1,11 @@
 //! `comfyrs`: a native, ComfyUI-compatible inference engine and multi-user serving platform.
 
+mod device;
+mod queue_args;
 mod run;
 mod serve;
 mod settings;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -29,6 +32,8 @@ enum Command {
     Run(run::RunArgs),
     /// Serve ComfyUI's HTTP/WebSocket API and frontend, with the embedded queue and local workers.
     Serve(Box<serve::ServeArgs>),
+    /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`).
+    Worker(Box<worker::WorkerArgs>),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
     HashPassword,
 }
@@ -72,6 +77,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => {
             runtime().and_then(|rt| rt.block_on(serve::run(*args)).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Worker(args) => {
+            runtime().and_then(|rt| rt.block_on(worker::run(*args)).map(|()| ExitCode::SUCCESS))
         }
         Command::HashPassword => hash_password(),
     };

@@ -1,5 +1,7 @@
 //! `comfyrs serve`: the ComfyUI-compatible server with its embedded queue and a local worker per
 //! device (none with `--no-local-worker`), ready on a fresh machine with no configuration.
+//! With `--redis URL` the queue is the shared Redis one, so `comfyrs worker` processes on other
+//! machines (sharing the `--base-directory` filesystem) run the jobs too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,11 +10,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use engine::Engine;
-use queue::{Backend, Embedded, Layout, QueueConfig, Worker, WorkerOptions};
+use queue::{Backend, Embedded, Layout, Worker, WorkerOptions};
 use server::auth::Users;
 use server::{AppState, ServerConfig};
 use tokio::sync::watch;
 
+use crate::device::DeviceName;
+use crate::queue_args::QueueArgs;
 use crate::settings::{CacheArgs, PathArgs};
 
 /// `comfyrs serve` arguments (ComfyUI's flag names where they exist).
@@ -45,7 +49,7 @@ pub struct ServeArgs {
     /// Send CORS headers for this origin (ComfyUI's --enable-cors-header; bare flag = "*").
     #[arg(long, num_args = 0..=1, default_missing_value = "*")]
     pub enable_cors_header: Option<String>,
-    /// The embedded queue's database (default: <base>/queue.redb).
+    /// The embedded queue's database (default: <base>/queue.redb; unused with --redis).
     #[arg(long, env = "COMFYRS_QUEUE_DB")]
     pub queue_db: Option<PathBuf>,
     /// Most pending jobs per user (0 = unlimited).
@@ -68,6 +72,8 @@ pub struct ServeArgs {
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
+    #[command(flatten)]
+    pub queue: QueueArgs,
     #[command(flatten)]
     pub paths: PathArgs,
     #[command(flatten)]
@@ -107,19 +113,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let env = args.paths.env()?;
     let layout = Arc::new(Layout::new(env, base.join("users")));
     let registry = registry(args.dev_nodes);
-    let queue_config = QueueConfig {
-        max_pending_per_user: args.max_pending_per_user,
-        max_history: args.max_history,
-        ..QueueConfig::default()
+    args.queue.check()?;
+    let queue_config = args
+        .queue
+        .config(args.max_history, args.max_pending_per_user);
+    let backend: Arc<dyn Backend> = match &args.queue.redis {
+        Some(url) => args.queue.connect_redis(url, queue_config).await?,
+        None => {
+            let db = args
+                .queue_db
+                .clone()
+                .unwrap_or_else(|| base.join("queue.redb"));
+            Arc::new(
+                Embedded::open(&db, queue_config)
+                    .with_context(|| format!("opening the queue at {}", db.display()))?,
+            )
+        }
     };
-    let db = args
-        .queue_db
-        .clone()
-        .unwrap_or_else(|| base.join("queue.redb"));
-    let backend: Arc<dyn Backend> = Arc::new(
-        Embedded::open(&db, queue_config)
-            .with_context(|| format!("opening the queue at {}", db.display()))?,
-    );
     let users = match &args.users {
         Some(path) => Some(Arc::new(Users::load(path)?)),
         None => None,
@@ -160,7 +170,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         for device in &args.devices {
             let engine = Engine::new(registry.clone(), args.cache.policy());
             let mut options = WorkerOptions::new(device);
-            options.heartbeat = std::time::Duration::from_secs(1);
+            options.heartbeat = args.queue.heartbeat();
+            options.memory = DeviceName::parse(device).ok().map(DeviceName::memory_probe);
             let worker = Worker::new(backend.clone(), engine, layout.clone(), options);
             let rx = stop_rx.clone();
             workers.push(tokio::spawn(async move { worker.run(rx).await }));

@@ -79,6 +79,95 @@ pub struct QueueStats {
     pub cancelled: usize,
 }
 
+/// A job without its prompt and result: what status pages, dashboards and metrics read (cheap
+/// to list even with a long history).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobSummary {
+    /// Prompt id.
+    pub id: String,
+    /// Submission sequence number.
+    pub seq: u64,
+    /// Submitting user.
+    pub user: String,
+    /// Current state.
+    pub state: JobState,
+    /// Instructor priority.
+    pub priority: i64,
+    /// ComfyUI's queue number.
+    pub number: serde_json::Number,
+    /// Submission time (ms).
+    pub created_at: i64,
+    /// Start of the current/last attempt (ms).
+    pub started_at: Option<i64>,
+    /// End (ms).
+    pub finished_at: Option<i64>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// The worker running (or that last ran) it.
+    pub worker: Option<String>,
+    /// Why it failed or was cancelled, if not a node error.
+    pub reason: Option<String>,
+    /// A cancel was requested while it ran.
+    pub cancel_requested: bool,
+}
+
+impl JobSummary {
+    /// The summary of `job`.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            id: job.id.clone(),
+            seq: job.seq,
+            user: job.user.clone(),
+            state: job.state,
+            priority: job.priority,
+            number: job.number.clone(),
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            attempts: job.attempts,
+            worker: job.worker.clone(),
+            reason: job.reason.clone(),
+            cancel_requested: job.cancel_requested,
+        }
+    }
+
+    /// A [`Job`] with these fields and no prompt or result: what the scheduler reads (e.g. for
+    /// queue positions with [`crate::scheduler::projected_order`]).
+    pub fn as_job(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            seq: self.seq,
+            number: self.number.clone(),
+            priority: self.priority,
+            user: self.user.clone(),
+            client_id: None,
+            prompt: Json::Null,
+            outputs: Vec::new(),
+            extra_data: Json::Null,
+            state: self.state,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            attempts: self.attempts,
+            worker: self.worker.clone(),
+            lease_until: None,
+            cancel_requested: self.cancel_requested,
+            result: None,
+            reason: self.reason.clone(),
+        }
+    }
+
+    /// Milliseconds waited before the (last) start, or so far.
+    pub fn wait_ms(&self, now: i64) -> i64 {
+        self.started_at.unwrap_or(now) - self.created_at
+    }
+
+    /// Milliseconds the last attempt ran, once finished.
+    pub fn run_ms(&self) -> Option<i64> {
+        Some(self.finished_at? - self.started_at?)
+    }
+}
+
 /// A job queue backend.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -91,6 +180,15 @@ pub trait Backend: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<Job>>;
     /// Jobs passing `filter`, in submission order.
     async fn list(&self, filter: &Filter) -> Result<Vec<Job>>;
+    /// Summaries of the jobs passing `filter`, in submission order.
+    async fn summaries(&self, filter: &Filter) -> Result<Vec<JobSummary>> {
+        Ok(self
+            .list(filter)
+            .await?
+            .iter()
+            .map(JobSummary::of)
+            .collect())
+    }
     /// Counters.
     async fn stats(&self) -> Result<QueueStats>;
 

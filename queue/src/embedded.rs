@@ -367,7 +367,8 @@ impl Backend for Embedded {
             }
             outcome
         };
-        if outcome == Cancelled::Dequeued {
+        // Also for running jobs: workers re-beat on notices, so the interrupt is prompt.
+        if outcome != Cancelled::Nothing {
             self.changed();
         }
         Ok(outcome)

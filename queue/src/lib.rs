@@ -10,17 +10,19 @@ pub mod embedded;
 pub mod error;
 pub mod job;
 pub mod layout;
+pub mod redis;
 pub mod scheduler;
 pub mod worker;
 
-pub use backend::{Backend, Cancelled, Filter, Notice, QueueConfig, QueueStats};
+pub use self::redis::{Redis, RedisOptions};
+pub use backend::{Backend, Cancelled, Filter, JobSummary, Notice, QueueConfig, QueueStats};
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use job::{
     EventMessage, Job, JobEvent, JobResult, JobState, Lease, NewJob, Outcome, Policy, WorkerInfo,
 };
 pub use layout::Layout;
-pub use worker::{Worker, WorkerOptions};
+pub use worker::{MemoryProbe, Worker, WorkerOptions};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

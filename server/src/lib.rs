@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod hub;
 pub mod logs;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 

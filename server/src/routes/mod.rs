@@ -1,6 +1,7 @@
 //! The HTTP routes, grouped by resource (one file each), mounted at both `/<route>` and
 //! `/api/<route>` as ComfyUI does, behind the middleware that decides the request's [`Scope`].
 
+mod admin;
 mod files;
 mod history;
 mod internal;
@@ -140,6 +141,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/internal/folder_paths", get(internal::folder_paths))
         .route("/internal/files/{kind}", get(internal::files))
         .route("/templates/{*path}", get(static_files::template))
+        .merge(admin::routes())
         .fallback(static_files::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone());

@@ -1,0 +1,81 @@
+//! `comfyrs worker`: a GPU (or CPU) worker for the shared Redis queue. It pulls jobs, runs them
+//! with its engine (models stay loaded between jobs), heartbeats its lease, reports its device
+//! memory and loaded models, and on SIGTERM finishes its current job before exiting (a second
+//! signal exits at once; the job then goes back to the queue when its lease expires).
+//!
+//! Outputs are written to the shared filesystem: give every worker the server's
+//! `--base-directory` (an NFS or similar mount), so `users/<name>/output/` is the same folder
+//! for the server that serves `/view` and for the worker that saves the files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use engine::Engine;
+use queue::{Layout, Worker, WorkerOptions};
+use tokio::sync::watch;
+
+use crate::device::DeviceName;
+use crate::queue_args::QueueArgs;
+use crate::serve::{registry, shutdown_signal};
+use crate::settings::{CacheArgs, PathArgs};
+
+/// `comfyrs worker` arguments.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The device to run on: `cpu` or `cuda:N`.
+    #[arg(long, env = "COMFYRS_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Exit after this many seconds without work (scale to zero).
+    #[arg(long, env = "COMFYRS_EXIT_WHEN_IDLE")]
+    pub exit_when_idle: Option<f64>,
+    /// Most finished jobs kept in history (when this worker trims it).
+    #[arg(long, env = "COMFYRS_MAX_HISTORY", default_value_t = 10_000)]
+    pub max_history: usize,
+    /// Register the development nodes (DevWorkload) for load tests.
+    #[arg(long, env = "COMFYRS_DEV_NODES")]
+    pub dev_nodes: bool,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Runs the worker until SIGTERM / Ctrl-C (or idle exit).
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    args.queue.check()?;
+    let url = args
+        .queue
+        .redis
+        .clone()
+        .context("comfyrs worker needs --redis URL (the queue it shares with the server)")?;
+    let device = DeviceName::parse(&args.device)?;
+    let mut env = args.paths.env()?;
+    env.device = device.open()?;
+    let base = args.paths.base_directory.clone();
+    let layout = Arc::new(Layout::new(env, base.join("users")));
+    let config = args.queue.config(args.max_history, 0);
+    let backend = args.queue.connect_redis(&url, config).await?;
+    let engine = Engine::new(registry(args.dev_nodes), args.cache.policy());
+    let mut options = WorkerOptions::new(&args.device);
+    options.heartbeat = args.queue.heartbeat();
+    options.exit_when_idle = args
+        .exit_when_idle
+        .map(|s| Duration::from_secs_f64(s.max(0.0)));
+    options.memory = Some(device.memory_probe());
+    let worker = Worker::new(backend, engine, layout, options);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: finishing the current job first (signal again to exit now)");
+        let _ = stop_tx.send(true);
+        shutdown_signal().await;
+        tracing::warn!("exiting without finishing the current job; it will be retried");
+        std::process::exit(130);
+    });
+    worker.run(stop_rx).await.context("the worker failed")?;
+    Ok(())
+}
