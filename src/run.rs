@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Print the result (prompt id, outputs, status messages) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Device to run on (`cpu`, `cuda`, `cuda:N`; GPUs need a `--features cuda` build).
+    #[arg(long, env = "COMFYRS_DEVICE", default_value = "cpu")]
+    pub device: String,
     #[command(flatten)]
     pub paths: PathArgs,
     #[command(flatten)]
@@ -91,7 +94,8 @@ impl EventSink for Progress {
 /// Runs the subcommand.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (prompt, extra_data) = read_workflow(&args.workflow)?;
-    let env = args.paths.env()?;
+    let mut env = args.paths.env()?;
+    env.device = crate::settings::open_device(&args.device)?;
     let mut engine = Engine::new(Arc::new(nodes::builtin_registry()), args.cache.policy());
     let validated = match engine.validate(&env, &prompt, None) {
         Ok(v) => v,
