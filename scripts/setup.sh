@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Installs what comfyrs needs on Debian: system packages (build tools, FFmpeg libraries, and for
-# the tests redis-server, ffmpeg, chromium) and the ComfyUI web frontend from PyPI.
-# Idempotent. Usage: scripts/setup.sh [--test] [--data DIR]
+# the tests redis-server, ffmpeg, chromium), the ComfyUI web frontend from PyPI, and with --cuda
+# nvcc + the CUDA 13.0 headers and libraries from NVIDIA's PyPI wheels (cuda/setup-cuda.sh; for
+# `cargo build --features cuda`, see docs/gpu.md).
+# Idempotent. Usage: scripts/setup.sh [--test] [--cuda] [--data DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FRONTEND_VERSION="${COMFYRS_FRONTEND_VERSION:-1.58.1}"
 DATA="${COMFYRS_BASE_DIR:-data}"
 TEST=0
+CUDA=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --test) TEST=1 ;;
+    --cuda) CUDA=1 ;;
     --data) DATA="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -57,5 +61,8 @@ if [ ! -f "$front/static/index.html" ] || [ "$(cat "$front/VERSION" 2>/dev/null)
   mv "$tmp/x/comfyui_frontend_package/static" "$front/static"
   echo "$FRONTEND_VERSION" > "$front/VERSION"
   rm -rf "$tmp"
+fi
+if [ "$CUDA" -eq 1 ]; then
+  cuda/setup-cuda.sh
 fi
 echo "setup: done"
