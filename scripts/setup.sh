@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what comfyrs needs on Debian: system packages (build tools, FFmpeg libraries, and for
-# the tests redis-server, ffmpeg, chromium) and the ComfyUI web frontend from PyPI.
-# Idempotent. Usage: scripts/setup.sh [--test] [--data DIR]
+# the tests redis-server, ffmpeg, chromium), the ComfyUI web frontend from PyPI, and with --cuda
+# nvcc + the CUDA 13.0 headers and libraries from NVIDIA's PyPI wheels (cuda/setup-cuda.sh; for
+# `cargo build --features cuda`, see docs/gpu.md).
+# Idempotent. Usage: scripts/setup.sh [--test] [--cuda] [--data DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +13,11 @@ TEMPLATES_JSON_VERSION="${COMFYRS_TEMPLATES_JSON_VERSION:-0.1.123}"
 TEMPLATES_VIDEO_VERSION="${COMFYRS_TEMPLATES_VIDEO_VERSION:-0.3.101}"
 DATA="${COMFYRS_BASE_DIR:-data}"
 TEST=0
+CUDA=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --test) TEST=1 ;;
+    --cuda) CUDA=1 ;;
     --data) DATA="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -81,5 +85,8 @@ if [ ! -f "$templates/index.json" ] || [ "$(cat "$front/TEMPLATES_VERSION" 2>/de
   done
   echo "$templates_id" > "$front/TEMPLATES_VERSION"
   rm -rf "$tmp"
+fi
+if [ "$CUDA" -eq 1 ]; then
+  cuda/setup-cuda.sh
 fi
 echo "setup: done"

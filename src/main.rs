@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Execute a workflow (API or UI format) locally and write its outputs.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Serve ComfyUI's HTTP/WebSocket API and frontend, with the embedded queue and local workers.
     Serve(Box<serve::ServeArgs>),
     /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`).
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Serve(args) => {
             runtime().and_then(|rt| rt.block_on(serve::run(*args)).map(|()| ExitCode::SUCCESS))
         }

@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Print the result (prompt id, outputs, status messages) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Device to run on (`cpu`, `cuda`, `cuda:N`; GPUs need a `--features cuda` build).
+    #[arg(long, env = "COMFYRS_DEVICE", default_value = "cpu")]
+    pub device: String,
     #[command(flatten)]
     pub paths: PathArgs,
     #[command(flatten)]
@@ -125,7 +128,8 @@ impl EventSink for Progress {
 /// Runs the subcommand.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let doc = read_workflow(&args.workflow)?;
-    let env = args.paths.env()?;
+    let mut env = args.paths.env()?;
+    env.device = crate::settings::open_device(&args.device)?;
     let registry = Arc::new(nodes::builtin_registry());
     let (prompt, extra_data) = match prompt_of(doc, &registry, &env) {
         Ok(p) => p,

@@ -168,11 +168,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     if !args.no_local_worker {
         for device in &args.devices {
+            // Each worker runs its prompts on its own device; folders, models and services
+            // (the model cache that /free clears) are the shared ones.
+            let mut base = layout.base.clone();
+            base.device = crate::settings::open_device(device)?;
+            let worker_layout = Arc::new(Layout::new(base, layout.users_root.clone()));
             let engine = Engine::new(registry.clone(), args.cache.policy());
             let mut options = WorkerOptions::new(device);
             options.heartbeat = args.queue.heartbeat();
             options.memory = DeviceName::parse(device).ok().map(DeviceName::memory_probe);
-            let worker = Worker::new(backend.clone(), engine, layout.clone(), options);
+            let worker = Worker::new(backend.clone(), engine, worker_layout, options);
             let rx = stop_rx.clone();
             workers.push(tokio::spawn(async move { worker.run(rx).await }));
         }

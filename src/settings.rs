@@ -69,6 +69,38 @@ impl PathArgs {
     }
 }
 
+/// The device a `--devices` / `--device` entry names: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+///
+/// A GPU that cannot be opened (no device, no driver, or a binary built without the `cuda`
+/// feature) is logged as an error and the worker runs on the CPU instead, so a GPU deployment
+/// that lost its GPU still serves (slowly) and says why.
+pub fn open_device(spec: &str) -> anyhow::Result<candle_core::Device> {
+    let spec = spec.trim();
+    let ordinal = match crate::device::DeviceName::parse(spec)? {
+        crate::device::DeviceName::Cpu => return Ok(candle_core::Device::Cpu),
+        crate::device::DeviceName::Cuda(ordinal) => ordinal,
+    };
+    if !cfg!(feature = "cuda") {
+        tracing::error!(
+            "device {spec}: this binary was built without the `cuda` feature (cargo build \
+             --features cuda, see docs/gpu.md); running on the CPU"
+        );
+        return Ok(candle_core::Device::Cpu);
+    }
+    match candle_core::Device::new_cuda(ordinal) {
+        Ok(device) => {
+            tracing::info!("device {spec}: using CUDA GPU {ordinal}");
+            Ok(device)
+        }
+        Err(e) => {
+            tracing::error!(
+                "device {spec}: cannot open CUDA GPU {ordinal} ({e}); running on the CPU"
+            );
+            Ok(candle_core::Device::Cpu)
+        }
+    }
+}
+
 /// How many node outputs are kept between prompts.
 #[derive(Debug, Clone, Args)]
 pub struct CacheArgs {

@@ -232,6 +232,15 @@ impl QuantizedWeight {
         }
         let data = self.data.to_device(device)?;
         let full = match &self.scales {
+            QuantScales::PerTensor { scale } if device.is_cuda() => {
+                // One kernel from the stored bytes, bit-exact to the candle ops below.
+                kernels::dequantize_fp8(&data, fp8_format(self.payload)?, *scale, dtype, {
+                    match self.rounding {
+                        Rounding::SingleF32 => kernels::Fp8Rounding::SingleF32,
+                        Rounding::ComfyEager => kernels::Fp8Rounding::ComfyEager,
+                    }
+                })?
+            }
             QuantScales::PerTensor { scale } => {
                 let q = decode_bytes(&data, self.payload)?;
                 let scale = Tensor::new(*scale, device)?;
@@ -358,6 +367,17 @@ fn decode_bytes(bytes: &Tensor, payload: Payload) -> Result<Tensor> {
     match payload {
         Payload::E4m3 => lookup(&byte_table(e4m3_to_f32), bytes, DType::F32),
         Payload::E5m2 => lookup(&byte_table(e5m2_to_f32), bytes, DType::F32),
+        Payload::E2m1Pairs => Err(Error::Input(
+            "E2M1 pairs are not one element per byte".into(),
+        )),
+    }
+}
+
+/// The kernels' name of a one-byte FP8 payload.
+fn fp8_format(payload: Payload) -> Result<kernels::Fp8Format> {
+    match payload {
+        Payload::E4m3 => Ok(kernels::Fp8Format::E4m3),
+        Payload::E5m2 => Ok(kernels::Fp8Format::E5m2),
         Payload::E2m1Pairs => Err(Error::Input(
             "E2M1 pairs are not one element per byte".into(),
         )),

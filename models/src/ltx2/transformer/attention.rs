@@ -206,6 +206,10 @@ pub fn multi_head_attention(
     bias: Option<&AttentionBias>,
 ) -> Result<Tensor> {
     let (b, tq, _) = q.dims3()?;
+    #[cfg(feature = "flash-attn")]
+    if bias.is_none() && flash::applies(q, head_dim) {
+        return flash::attention(q, k, v, heads, head_dim);
+    }
     let split = |t: &Tensor| -> Result<Tensor> {
         let (b, t_len, _) = t.dims3()?;
         Ok(t.reshape((b, t_len, heads, head_dim))?
@@ -223,6 +227,42 @@ pub fn multi_head_attention(
         None => chunked_sdpa(&qh, &kh, &vh, None, false)?,
     };
     Ok(out.transpose(1, 2)?.reshape((b, tq, heads * head_dim))?)
+}
+
+/// FlashAttention-2 (candle-flash-attn, `flash-attn` feature) for unbiased attention in half
+/// precision on a GPU; everything else takes the chunked path.
+#[cfg(feature = "flash-attn")]
+mod flash {
+    use candle_core::{DType, Tensor};
+
+    use crate::Result;
+
+    /// Whether the flash kernels can run this attention.
+    pub fn applies(q: &Tensor, head_dim: usize) -> bool {
+        q.device().is_cuda()
+            && matches!(q.dtype(), DType::BF16 | DType::F16)
+            && head_dim.is_multiple_of(8)
+            && head_dim <= 256
+    }
+
+    /// `softmax(q·kᵀ/√D)·v` on `[B, T, H·D]` tensors, whose `[B, T, H, D]` view is the layout
+    /// the flash kernels take (no transposes).
+    pub fn attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Tensor> {
+        let view = |t: &Tensor| -> Result<Tensor> {
+            let (b, n, _) = t.dims3()?;
+            Ok(t.contiguous()?.reshape((b, n, heads, head_dim))?)
+        };
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let out = candle_flash_attn::flash_attn(&view(q)?, &view(k)?, &view(v)?, scale, false)?;
+        let (b, tq, _, _) = out.dims4()?;
+        Ok(out.reshape((b, tq, heads * head_dim))?)
+    }
 }
 
 /// The guide bias applied by partitioning the queries (as ComfyUI does): queries before the

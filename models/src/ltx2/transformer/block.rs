@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use super::attention::{Attention, AttentionBias, AttentionDims, Skip};
 use super::config::TransformerConfig;
 use super::linear::Linear;
-use super::ops::rms_norm;
+use super::ops::{add_gated, modulate, rms_norm, rms_norm_modulate};
 use super::perturbation::BlockSkips;
 use super::rope::Rope;
 use crate::Result;
@@ -78,7 +78,7 @@ impl FeedForward {
 
     /// Applies the feed-forward to `[..., dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.project_in.forward(x)?.gelu()?;
+        let h = self.project_in.forward_gelu(x)?;
         self.project_out.forward(&h)
     }
 
@@ -141,12 +141,12 @@ impl StreamLayers {
     /// Self-attention and text cross-attention of a running stream.
     fn attend(&self, s: &mut StreamState, skip: &Skip, eps: f64) -> Result<()> {
         let [shift, scale, gate] = ada_values(&self.table, &s.modulation, 0)?;
-        let norm = modulate(&rms_norm(&s.x, eps)?, &scale, &shift)?;
+        let norm = rms_norm_modulate(&s.x, &scale, &shift, eps)?;
         let rope = Some((&s.rope, &s.rope));
         let attn = self
             .self_attn
             .forward(&norm, None, rope, s.self_bias.as_ref(), skip)?;
-        s.x = (&s.x + attn.broadcast_mul(&gate)?)?;
+        s.x = add_gated(&s.x, &attn, &gate)?;
         let text = self.text_attn.forward(
             &rms_norm(&s.x, eps)?,
             Some(&s.context),
@@ -161,8 +161,8 @@ impl StreamLayers {
     /// The modulated feed-forward of a running stream.
     fn feed_forward(&self, s: &mut StreamState, eps: f64) -> Result<()> {
         let [shift, scale, gate] = ada_values(&self.table, &s.modulation, 3)?;
-        let h = modulate(&rms_norm(&s.x, eps)?, &scale, &shift)?;
-        s.x = (&s.x + self.ff.forward(&h)?.broadcast_mul(&gate)?)?;
+        let h = rms_norm_modulate(&s.x, &scale, &shift, eps)?;
+        s.x = add_gated(&s.x, &self.ff.forward(&h)?, &gate)?;
         Ok(())
     }
 
@@ -300,14 +300,27 @@ impl AvBlock {
         if !a2v && !v2a {
             return Ok(());
         }
-        let v_norm = rms_norm(&v.x, self.eps)?;
-        let a_norm = rms_norm(&a.x, self.eps)?;
+        // Both directions read the pre-update streams (v.x and a.x change only at the end).
+        let fused = kernels::fused_on(v.x.device());
+        let (v_norm, a_norm) = if fused {
+            (None, None)
+        } else {
+            (
+                Some(rms_norm(&v.x, self.eps)?),
+                Some(rms_norm(&a.x, self.eps)?),
+            )
+        };
+        let norm_mod =
+            |x: &Tensor, norm: &Option<Tensor>, scale: &Tensor, shift: &Tensor| match norm {
+                Some(n) => modulate(n, scale, shift),
+                None => rms_norm_modulate(x, scale, shift, self.eps),
+            };
         let mut v_delta = None;
         if a2v {
             let [v_scale, v_shift, gate] = self.video.av_values(v, 0)?;
             let [a_scale, a_shift, _] = self.audio.av_values(a, 0)?;
-            let q = modulate(&v_norm, &v_scale, &v_shift)?;
-            let kv = modulate(&a_norm, &a_scale, &a_shift)?;
+            let q = norm_mod(&v.x, &v_norm, &v_scale, &v_shift)?;
+            let kv = norm_mod(&a.x, &a_norm, &a_scale, &a_shift)?;
             let rope = (v.cross()?.2, a.cross()?.2);
             let out = self
                 .audio_to_video
@@ -320,8 +333,8 @@ impl AvBlock {
         if v2a {
             let [a_scale, a_shift, gate] = self.audio.av_values(a, 1)?;
             let [v_scale, v_shift, _] = self.video.av_values(v, 1)?;
-            let q = modulate(&a_norm, &a_scale, &a_shift)?;
-            let kv = modulate(&v_norm, &v_scale, &v_shift)?;
+            let q = norm_mod(&a.x, &a_norm, &a_scale, &a_shift)?;
+            let kv = norm_mod(&v.x, &v_norm, &v_scale, &v_shift)?;
             let rope = (a.cross()?.2, v.cross()?.2);
             let out = self
                 .video_to_audio
@@ -360,11 +373,6 @@ fn keep_items(x: &Tensor, skip: &Skip) -> Result<Tensor> {
         Skip::Mixed(keep) => Ok(x.broadcast_mul(&keep.to_dtype(x.dtype())?)?),
         _ => Ok(x.clone()),
     }
-}
-
-/// `x · (1 + scale) + shift`.
-fn modulate(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
 }
 
 /// Three consecutive AdaLN values starting at row `start`.

@@ -155,6 +155,28 @@ impl Linear {
 
     /// Applies the layer to `x` `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, out_shape) = self.forward_unbiased(x)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        Ok(y.reshape(out_shape)?)
+    }
+
+    /// `gelu_tanh(self.forward(x))`; the bias add and the GELU are one fused kernel where
+    /// [`kernels::fused_on`] holds (CUDA), candle's ops elsewhere.
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) if kernels::fused_on(x.device()) => {
+                let (y, out_shape) = self.forward_unbiased(x)?;
+                Ok(kernels::bias_gelu(&y, b)?.reshape(out_shape)?)
+            }
+            _ => Ok(self.forward(x)?.gelu()?),
+        }
+    }
+
+    /// `x·Wᵀ` plus the LoRA terms, as `[rows, out]`, and the output shape `[..., out]`.
+    fn forward_unbiased(&self, x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
         let dims = x.dims().to_vec();
         let Some((&in_dim, lead)) = dims.split_last() else {
             return Err(candle_core::Error::Msg("linear: scalar input".into()).into());
@@ -166,12 +188,9 @@ impl Linear {
             let h = x2.matmul(&p.down.t()?)?.affine(p.scale, 0.0)?;
             y = (y + h.matmul(&p.up.t()?)?)?;
         }
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
         let mut out_shape = lead.to_vec();
         out_shape.push(y.dim(1)?);
-        Ok(y.reshape(out_shape)?)
+        Ok((y, out_shape))
     }
 }
 

@@ -25,6 +25,30 @@ pub fn rms_norm_weighted(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor
     )?)
 }
 
+/// `rms_norm(x) · (1 + scale) + shift` (AdaLN-modulated RMS norm); `scale`/`shift` broadcast
+/// against `x` `[B, T, D]`. On devices where [`kernels::fused_on`] holds (CUDA) it is one fused
+/// kernel computing in f32; elsewhere candle's ops as before.
+pub fn rms_norm_modulate(x: &Tensor, scale: &Tensor, shift: &Tensor, eps: f64) -> Result<Tensor> {
+    if kernels::fused_on(x.device()) {
+        return Ok(kernels::rms_norm_modulate(x, scale, shift, eps)?);
+    }
+    modulate(&rms_norm(x, eps)?, scale, shift)
+}
+
+/// `x · (1 + scale) + shift`.
+pub fn modulate(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+}
+
+/// `x + y · gate` (gated residual); `gate` broadcasts against `x` `[B, T, D]`. One fused kernel
+/// where [`kernels::fused_on`] holds, candle's ops elsewhere.
+pub fn add_gated(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    if kernels::fused_on(x.device()) {
+        return Ok(kernels::add_gated(x, y, gate)?);
+    }
+    Ok((x + y.broadcast_mul(gate)?)?)
+}
+
 /// Layer norm over the last dimension without affine parameters.
 pub fn layer_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
     let d = x.dim(candle_core::D::Minus1)?;

@@ -108,8 +108,15 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` `[B, T, dim]`.
+    /// Rotates `x` `[B, T, dim]` (one fused kernel where [`kernels::fused_on`] holds, candle's
+    /// ops elsewhere).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::fused_on(x.device()) {
+            return Ok(match self {
+                Rope::Split { cos, sin } => kernels::rope_split(x, cos, sin)?,
+                Rope::Interleaved { cos, sin } => kernels::rope_interleaved(x, cos, sin)?,
+            });
+        }
         let (b, t, dim) = x.dims3()?;
         match self {
             Rope::Split { cos, sin } => {
