@@ -1,10 +1,12 @@
 //! `comfyrs`: a native, ComfyUI-compatible inference engine and multi-user serving platform.
 
+mod client;
 mod device;
 mod queue_args;
 mod run;
 mod serve;
 mod settings;
+mod status;
 mod worker;
 
 use std::process::ExitCode;
@@ -34,6 +36,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`).
     Worker(Box<worker::WorkerArgs>),
+    /// Health of a running server: queue backend, workers, disk, GPU memory (`--json`).
+    Status(Box<status::StatusArgs>),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
     HashPassword,
 }
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => {
             runtime().and_then(|rt| rt.block_on(worker::run(*args)).map(|()| ExitCode::SUCCESS))
         }
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(status::run(*args))),
         Command::HashPassword => hash_password(),
     };
     match result {

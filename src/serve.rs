@@ -69,6 +69,10 @@ pub struct ServeArgs {
         default_value = "cpu"
     )]
     pub devices: Vec<String>,
+    /// Refuse new prompts while the output disk has less free space than this (GB, 10^9
+    /// bytes; 0 turns the guard off).
+    #[arg(long, env = "COMFYRS_MIN_FREE_DISK_GB", default_value_t = 1.0)]
+    pub min_free_disk_gb: f64,
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
@@ -162,6 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: engine::Limits::default(),
         argv: std::env::args().collect(),
         devices: args.devices.clone(),
+        min_free_disk_bytes: server::disk::gb_to_bytes(args.min_free_disk_gb),
     };
     let state = AppState::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -3,6 +3,7 @@
 //! workshops. Routes are thin layers over the queue and the engine's validation.
 
 pub mod auth;
+pub mod disk;
 pub mod error;
 pub mod hub;
 pub mod logs;
