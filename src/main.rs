@@ -2,6 +2,7 @@
 
 mod client;
 mod device;
+mod export;
 mod queue_args;
 mod run;
 mod serve;
@@ -38,6 +39,9 @@ enum Command {
     Worker(Box<worker::WorkerArgs>),
     /// Health of a running server: queue backend, workers, disk, GPU memory (`--json`).
     Status(Box<status::StatusArgs>),
+    /// After the workshop: pause submissions, drain the queue, archive every user's outputs
+    /// and write the workshop report (Markdown, JSON, SVG charts).
+    Export(Box<export::ExportArgs>),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
     HashPassword,
 }
@@ -86,6 +90,9 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(worker::run(*args)).map(|()| ExitCode::SUCCESS))
         }
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(status::run(*args))),
+        Command::Export(args) => {
+            runtime().and_then(|rt| rt.block_on(export::run(*args)).map(|()| ExitCode::SUCCESS))
+        }
         Command::HashPassword => hash_password(),
     };
     match result {

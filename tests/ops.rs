@@ -1,6 +1,7 @@
 //! Workshop operations against a real `comfyrs serve`: the disk-space guard refuses prompts
 //! with ComfyUI's error shape, and `comfyrs status` reports the server's health (text and
-//! `--json`).
+//! `--json`), and `comfyrs export` pauses, drains, archives every user's outputs and writes the
+//! workshop report.
 
 mod common;
 
@@ -13,8 +14,10 @@ fn workshop(extra: &[&str]) -> Server {
     Server::start(ServerOptions {
         users: vec![
             TestUser::participant("user001", "pw-one"),
+            TestUser::participant("user002", "pw-two"),
             TestUser::admin("teacher", "pw-admin"),
         ],
+        dev_nodes: true,
         args: extra.iter().map(|s| s.to_string()).collect(),
         ..ServerOptions::default()
     })
@@ -152,4 +155,118 @@ async fn status_reports_every_component() {
     let out = comfyrs(&["status", "--url", "http://127.0.0.1:1"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+/// The names of the files in a `tar.gz`.
+fn tar_names(path: &std::path::Path) -> Vec<String> {
+    let file = std::fs::File::open(path).expect("archive");
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut names: Vec<String> = tar
+        .entries()
+        .expect("entries")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.header().entry_type().is_file())
+        .map(|e| e.path().expect("path").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_drains_archives_and_reports() {
+    let server = workshop(&[]);
+    let one = server.http_as("user001");
+    let two = server.http_as("user002");
+    let mut ids = Vec::new();
+    for (api, prefix, name) in [(&one, "/user001", "one/pic"), (&two, "/user002", "two/pic")] {
+        let prompt = common::empty_image_prompt(8, 8, 0xff0000, name);
+        let id = api.queue(prefix, &prompt, None).await["prompt_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        api.wait_history(prefix, &id).await;
+        ids.push(id);
+    }
+    // A slow job still running when the export starts: the export waits for it.
+    let slow = serde_json::json!({
+        "1": {"class_type": "DevWorkload", "inputs": {"ms": 1500, "steps": 15, "seed": 1}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "two/slow"}},
+    });
+    two.queue("/user002", &slow, None).await;
+
+    let out = tempfile::tempdir().expect("temp");
+    let data = server.data_dir();
+    let run = comfyrs(
+        &[
+            "export",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--drain-timeout",
+            "60",
+            "--base-directory",
+            data.to_str().unwrap(),
+            "--title",
+            "Test workshop",
+        ],
+        &[
+            ("COMFYRS_URL", server.url.as_str()),
+            ("COMFYRS_ADMIN_USER", "teacher"),
+            ("COMFYRS_ADMIN_PASSWORD", "pw-admin"),
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // Submissions are paused.
+    let prompt = common::empty_image_prompt(8, 8, 0, "late");
+    let late = one
+        .post("/user001/prompt", &serde_json::json!({"prompt": prompt}))
+        .await;
+    assert_eq!(late.status, 503, "{}", late.json);
+
+    // One archive per user and one for all, holding exactly the users' output files.
+    assert_eq!(
+        tar_names(&out.path().join("outputs-user001.tar.gz")),
+        vec!["user001/one/pic_00001_.png"]
+    );
+    assert_eq!(
+        tar_names(&out.path().join("outputs-user002.tar.gz")),
+        vec!["user002/two/pic_00001_.png", "user002/two/slow_00001_.png"]
+    );
+    assert_eq!(
+        tar_names(&out.path().join("outputs-all.tar.gz")),
+        vec![
+            "user001/one/pic_00001_.png",
+            "user002/two/pic_00001_.png",
+            "user002/two/slow_00001_.png"
+        ]
+    );
+
+    // The report counts every job, after the drain.
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(doc["drained"], true);
+    let report = &doc["report"];
+    assert_eq!(report["total"]["submitted"], 3);
+    assert_eq!(report["total"]["completed"], 3);
+    assert_eq!(report["total"]["success_rate"], 1.0);
+    assert_eq!(report["users"]["user001"]["completed"], 1);
+    assert_eq!(report["users"]["user002"]["completed"], 2);
+    assert!(report["total"]["longest_job_ms"].as_i64().unwrap() >= 1500);
+    assert_eq!(report["workers"].as_array().unwrap().len(), 1);
+    assert_eq!(report["errors"], serde_json::json!([]));
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.starts_with("# Test workshop"), "{md}");
+    assert!(md.contains("| user002 | 2 | 2 | 0 | 0 | 100.0 % |"), "{md}");
+    assert!(md.contains("![queue-depth.svg](queue-depth.svg)"));
+    for chart in ["queue-depth.svg", "throughput.svg"] {
+        let svg = std::fs::read_to_string(out.path().join(chart)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{chart}"
+        );
+    }
 }
