@@ -1,5 +1,6 @@
 //! `comfyrs`: a native, ComfyUI-compatible inference engine and multi-user serving platform.
 
+mod backup;
 mod client;
 mod device;
 mod export;
@@ -42,6 +43,13 @@ enum Command {
     /// After the workshop: pause submissions, drain the queue, archive every user's outputs
     /// and write the workshop report (Markdown, JSON, SVG charts).
     Export(Box<export::ExportArgs>),
+    /// Back up all state (queue/history store, users' data, config) into one archive with a
+    /// manifest of sha256s (`--verify` checks an archive).
+    Backup(Box<backup::BackupArgs>),
+    /// Check a backup archive against its manifest.
+    Verify(backup::VerifyArgs),
+    /// Restore a backup into an empty data directory.
+    Restore(Box<backup::RestoreArgs>),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
     HashPassword,
 }
@@ -93,6 +101,9 @@ fn main() -> ExitCode {
         Command::Export(args) => {
             runtime().and_then(|rt| rt.block_on(export::run(*args)).map(|()| ExitCode::SUCCESS))
         }
+        Command::Backup(args) => backup::backup(*args).map(|()| ExitCode::SUCCESS),
+        Command::Verify(args) => backup::verify(args).map(|()| ExitCode::SUCCESS),
+        Command::Restore(args) => backup::restore(*args).map(|()| ExitCode::SUCCESS),
         Command::HashPassword => hash_password(),
     };
     match result {

@@ -270,3 +270,140 @@ async fn export_drains_archives_and_reports() {
         );
     }
 }
+
+/// Queues an image for each user; returns `(user, prompt id, subfolder, file name)`.
+async fn one_output_each(server: &Server) -> Vec<(String, String, String, String)> {
+    let mut made = Vec::new();
+    for user in ["user001", "user002"] {
+        let api = server.http_as(user);
+        let prefix = format!("/{user}");
+        let prompt = common::empty_image_prompt(8, 8, 0x00ff00, &format!("{user}-dir/img"));
+        let id = api.queue(&prefix, &prompt, None).await["prompt_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let entry = api.wait_history(&prefix, &id).await;
+        let image = &entry["outputs"]["2"]["images"][0];
+        made.push((
+            user.to_string(),
+            id,
+            image["subfolder"].as_str().unwrap().to_string(),
+            image["filename"].as_str().unwrap().to_string(),
+        ));
+    }
+    made
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_verify_and_restore_into_an_empty_directory() {
+    let mut server = workshop(&[]);
+    let made = one_output_each(&server).await;
+    let mut originals = Vec::new();
+    for (user, _, sub, file) in &made {
+        let view = format!("/{user}/view?filename={file}&subfolder={sub}&type=output");
+        let reply = server.http_as(user).get(&view).await;
+        assert_eq!(reply.status, 200);
+        originals.push(reply.bytes);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("backup.tar.gz");
+    let archive_s = archive.to_str().unwrap();
+    let data = server.data_dir();
+    let users_file = server.users_file();
+    let backup_args = [
+        "backup",
+        "--out",
+        archive_s,
+        "--base-directory",
+        data.to_str().unwrap(),
+        "--users",
+        users_file.to_str().unwrap(),
+    ];
+
+    // The running server holds the embedded store: the backup refuses to copy it.
+    let busy = comfyrs(&backup_args, &[]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by a running server"));
+
+    server.stop();
+    let done = comfyrs(&backup_args, &[]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    for args in [
+        vec!["verify", archive_s],
+        vec!["backup", "--verify", "--out", archive_s],
+    ] {
+        let v = comfyrs(&args, &[]);
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        assert!(String::from_utf8_lossy(&v.stdout).starts_with("ok: "));
+    }
+
+    // A corrupted archive fails verification.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let broken = work.path().join("broken.tar.gz");
+    std::fs::write(&broken, bytes).unwrap();
+    assert!(
+        !comfyrs(&["verify", broken.to_str().unwrap()], &[])
+            .status
+            .success()
+    );
+
+    // Restore into an empty directory (and not over existing data).
+    let restored = work.path().join("restored");
+    let restore = comfyrs(
+        &[
+            "restore",
+            archive_s,
+            "--base-directory",
+            restored.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let again = comfyrs(
+        &[
+            "restore",
+            archive_s,
+            "--base-directory",
+            restored.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    assert_eq!(
+        std::fs::read(restored.join("config/users.toml")).unwrap(),
+        std::fs::read(&users_file).unwrap()
+    );
+
+    // A server on the restored directory has every user's history and outputs.
+    let server = Server::start(ServerOptions {
+        users: vec![
+            TestUser::participant("user001", "pw-one"),
+            TestUser::participant("user002", "pw-two"),
+            TestUser::admin("teacher", "pw-admin"),
+        ],
+        data_dir: Some(restored.clone()),
+        ..ServerOptions::default()
+    });
+    for ((user, id, sub, file), original) in made.iter().zip(&originals) {
+        let api = server.http_as(user);
+        let history = api.get(&format!("/{user}/history")).await;
+        let ids: Vec<&String> = history.json.as_object().unwrap().keys().collect();
+        assert_eq!(ids, vec![id], "{user}'s history");
+        let view = format!("/{user}/view?filename={file}&subfolder={sub}&type=output");
+        let reply = api.get(&view).await;
+        assert_eq!(reply.status, 200, "{view}");
+        assert_eq!(&reply.bytes, original);
+    }
+    let jobs = server.http_as("teacher").get("/api/admin/jobs").await;
+    assert_eq!(jobs.json["jobs"].as_array().unwrap().len(), 2);
+}

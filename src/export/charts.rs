@@ -45,13 +45,22 @@ fn tick_step(max: f64, n: f64) -> f64 {
         .unwrap_or(10.0 * power)
 }
 
-/// Minutes for axis labels.
-fn minutes(ms: f64) -> String {
-    let m = ms / 60_000.0;
-    if m >= 10.0 || m.fract() == 0.0 {
-        format!("{m:.0}")
+/// The time axis' unit for a window of `span` ms: seconds up to three minutes, else minutes.
+fn time_unit(span: f64) -> (f64, &'static str) {
+    if span <= 180_000.0 {
+        (1_000.0, "seconds")
     } else {
-        format!("{m:.1}")
+        (60_000.0, "minutes")
+    }
+}
+
+/// A time axis label.
+fn label(ms: f64, unit: f64) -> String {
+    let v = ms / unit;
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
     }
 }
 
@@ -79,7 +88,8 @@ fn axes(title: &str, y_label: &str, f: &Frame) -> String {
         );
         v += y_step;
     }
-    let x_step = tick_step(f.x_max, 8.0);
+    let (unit, unit_name) = time_unit(f.x_max);
+    let x_step = tick_step(f.x_max / unit, 8.0) * unit;
     let mut t = 0.0;
     while t <= f.x_max + 1e-9 {
         let x = f.x(t);
@@ -89,14 +99,14 @@ fn axes(title: &str, y_label: &str, f: &Frame) -> String {
             HEIGHT - BOTTOM,
             HEIGHT - BOTTOM + 4.0,
             HEIGHT - BOTTOM + 18.0,
-            minutes(t)
+            label(t, unit)
         );
         t += x_step;
     }
     let _ = writeln!(
         s,
         r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">minutes since the first submission</text>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{unit_name} since the first submission</text>
 <text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"##,
         HEIGHT - BOTTOM,
         WIDTH - RIGHT,
