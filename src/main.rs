@@ -101,9 +101,15 @@ fn main() -> ExitCode {
         Command::Export(args) => {
             runtime().and_then(|rt| rt.block_on(export::run(*args)).map(|()| ExitCode::SUCCESS))
         }
-        Command::Backup(args) => backup::backup(*args).map(|()| ExitCode::SUCCESS),
+        Command::Backup(args) => runtime().and_then(|rt| {
+            rt.block_on(backup::backup(*args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
         Command::Verify(args) => backup::verify(args).map(|()| ExitCode::SUCCESS),
-        Command::Restore(args) => backup::restore(*args).map(|()| ExitCode::SUCCESS),
+        Command::Restore(args) => runtime().and_then(|rt| {
+            rt.block_on(backup::restore(*args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
         Command::HashPassword => hash_password(),
     };
     match result {

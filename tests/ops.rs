@@ -407,3 +407,101 @@ async fn backup_verify_and_restore_into_an_empty_directory() {
     let jobs = server.http_as("teacher").get("/api/admin/jobs").await;
     assert_eq!(jobs.json["jobs"].as_array().unwrap().len(), 2);
 }
+
+fn redis_ready() -> bool {
+    let binary = std::env::var("COMFYRS_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    common::e2e_ready(
+        "redis-server",
+        Command::new(binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_redis_queue() {
+    if !redis_ready() {
+        return;
+    }
+    use queue::redis::testing::RedisServer;
+    let redis = RedisServer::start().expect("redis-server");
+    let server = workshop(&["--redis", &redis.url()]);
+    let made = one_output_each(&server).await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("backup.tar.gz");
+    let archive_s = archive.to_str().unwrap();
+    let data = server.data_dir();
+    // With Redis the server keeps running during the backup.
+    let done = comfyrs(
+        &[
+            "backup",
+            "--out",
+            archive_s,
+            "--base-directory",
+            data.to_str().unwrap(),
+            "--redis",
+            &redis.url(),
+        ],
+        &[],
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stderr).contains("Redis queue: "));
+    drop(server);
+
+    // An empty Redis and an empty data directory.
+    let fresh = RedisServer::start().expect("redis-server");
+    let restored = work.path().join("restored");
+    let restore = comfyrs(
+        &[
+            "restore",
+            archive_s,
+            "--base-directory",
+            restored.to_str().unwrap(),
+            "--redis",
+            &fresh.url(),
+        ],
+        &[],
+    );
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    // Loading it twice would mix two queues: refused without --force.
+    let again = comfyrs(
+        &[
+            "restore",
+            archive_s,
+            "--base-directory",
+            work.path().join("other").to_str().unwrap(),
+            "--redis",
+            &fresh.url(),
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+
+    let server = Server::start(ServerOptions {
+        users: vec![
+            TestUser::participant("user001", "pw-one"),
+            TestUser::participant("user002", "pw-two"),
+            TestUser::admin("teacher", "pw-admin"),
+        ],
+        data_dir: Some(restored),
+        args: vec!["--redis".into(), fresh.url()],
+        ..ServerOptions::default()
+    });
+    for (user, id, sub, file) in &made {
+        let api = server.http_as(user);
+        let history = api.get(&format!("/{user}/history")).await;
+        let ids: Vec<&String> = history.json.as_object().unwrap().keys().collect();
+        assert_eq!(ids, vec![id], "{user}'s history");
+        let view = format!("/{user}/view?filename={file}&subfolder={sub}&type=output");
+        assert_eq!(api.get(&view).await.status, 200, "{view}");
+    }
+}

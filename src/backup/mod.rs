@@ -5,8 +5,9 @@
 //! `users.toml`; a manifest of sha256s; a verify step; a restore into an empty data directory.
 //!
 //! The embedded store is read under its file lock, so a backup of a server using it needs the
-//! server stopped (it says so); with `--redis` the queue lives in Redis and is backed up with
-//! Redis' own tools (`BGSAVE`, see docs/deployment.md).
+//! server stopped (it says so). With `--redis` the queue lives in Redis: every key under the
+//! queue's prefix is read with `DUMP` in one transaction (`redis/keys.json` in the archive) while
+//! the server keeps running, and `restore --redis` loads it with `RESTORE`.
 
 pub mod archive;
 
@@ -37,10 +38,39 @@ pub struct BackupArgs {
     /// Include the models folder too (large; usually re-downloaded instead).
     #[arg(long)]
     pub include_models: bool,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Only check an existing archive (`--out`) against its manifest.
     #[arg(long)]
     pub verify: bool,
 }
+
+/// The Redis queue to snapshot or restore into.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// The Redis queue's URL (when the server runs with --redis).
+    #[arg(long, env = "COMFYRS_REDIS")]
+    pub redis: Option<String>,
+    /// Prefix of the queue's keys.
+    #[arg(long, env = "COMFYRS_REDIS_PREFIX", default_value = "comfyrs")]
+    pub redis_prefix: String,
+    /// A CA certificate (PEM) to trust for `rediss://`.
+    #[arg(long, env = "COMFYRS_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    fn options(&self) -> Option<queue::RedisOptions> {
+        let url = self.redis.as_ref()?;
+        let mut options = queue::RedisOptions::new(url);
+        options.prefix = self.redis_prefix.clone();
+        options.ca_file = self.redis_ca.clone();
+        Some(options)
+    }
+}
+
+/// The Redis part of the archive.
+const REDIS_ENTRY: &str = "redis/keys.json";
 
 /// `comfyrs verify` arguments.
 #[derive(Debug, Args)]
@@ -60,9 +90,12 @@ pub struct RestoreArgs {
     /// Where configuration files go (default: <base>/config).
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
-    /// Restore into a non-empty data directory, overwriting files.
+    /// Restore into a non-empty data directory, overwriting files (and replace existing Redis
+    /// keys).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// Files under `dir`, relative, sorted, skipping symbolic links.
@@ -116,7 +149,7 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Writes the backup.
-pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     if args.verify {
         return verify(VerifyArgs { archive: args.out });
     }
@@ -154,6 +187,16 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
             std::fs::read(config).with_context(|| format!("reading {}", config.display()))?;
         writer.add(&archive_name("config", Path::new(name)), &bytes)?;
     }
+    if let Some(options) = args.redis.options() {
+        let keys = queue::redis::snapshot::dump(&options).await?;
+        eprintln!(
+            "Redis queue: {} keys under {:?}",
+            keys.len(),
+            options.prefix
+        );
+        let doc = serde_json::json!({"prefix": options.prefix, "keys": keys});
+        writer.add(REDIS_ENTRY, &serde_json::to_vec(&doc)?)?;
+    }
     let manifest = writer.finish(engine::events::now_ms())?;
     // Read back what was written: a backup that cannot be restored is worse than none.
     archive::read(&args.out, None).context("the new backup does not verify")?;
@@ -187,8 +230,9 @@ fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
     Ok(!dir.exists() || std::fs::read_dir(dir)?.next().is_none())
 }
 
-/// Restores an archive (verified first) into a data directory.
-pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+/// Restores an archive (verified first) into a data directory (and its Redis snapshot into
+/// `--redis`).
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let base = &args.base_directory;
     anyhow::ensure!(
         args.force || is_empty_dir(base)?,
@@ -200,7 +244,12 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| base.join("config"));
     let mut written = 0usize;
+    let mut redis_keys: Option<Vec<u8>> = None;
     let mut put = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
+        if name == REDIS_ENTRY {
+            redis_keys = Some(bytes.to_vec());
+            return Ok(());
+        }
         let (root, rest) = match name.split_once('/') {
             Some(("data", rest)) => (base.as_path(), rest),
             Some(("config", rest)) => (config_dir.as_path(), rest),
@@ -221,5 +270,22 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         base.display(),
         config_dir.display()
     );
+    if let Some(bytes) = redis_keys {
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let keys: Vec<queue::redis::snapshot::KeyDump> =
+            serde_json::from_value(doc["keys"].clone()).context("reading redis/keys.json")?;
+        match args.redis.options() {
+            Some(options) => {
+                let n = queue::redis::snapshot::restore(&options, &keys, args.force).await?;
+                eprintln!("restored {n} Redis keys under {:?}", options.prefix);
+            }
+            None => eprintln!(
+                "warning: the backup holds a Redis queue snapshot ({} keys under {}); pass \
+                 --redis URL to load it",
+                keys.len(),
+                doc["prefix"]
+            ),
+        }
+    }
     Ok(())
 }
