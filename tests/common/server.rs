@@ -192,7 +192,8 @@ impl Server {
                 .get(start..)
                 .unwrap_or("")
                 .lines()
-                .filter_map(|l| l.split("listening on http://").nth(1))
+                .filter_map(|l| l.split("listening on ").nth(1))
+                .filter_map(|rest| rest.split("://").nth(1))
                 .filter_map(|rest| rest.split_whitespace().next())
                 .find_map(|addr| addr.rsplit(':').next()?.parse::<u16>().ok());
             if let Some(port) = port {
