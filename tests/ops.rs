@@ -505,3 +505,73 @@ async fn backup_and_restore_with_the_redis_queue() {
         assert_eq!(api.get(&view).await.status, 200, "{view}");
     }
 }
+
+/// Every `env = "..."` of the command line (src/) is documented in docs/deployment.md.
+#[test]
+fn every_environment_variable_is_documented() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = common::repo_root();
+    let doc = std::fs::read_to_string(root.join("docs/deployment.md")).unwrap();
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    let mut names = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for piece in text.split("env = \"").skip(1) {
+            names.push(piece.split('"').next().unwrap().to_string());
+        }
+    }
+    assert!(names.len() > 30, "found only {names:?}");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !doc.contains(&format!("| `{n}` |")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/deployment.md: {missing:?}");
+}
+
+/// Every series the Grafana dashboard queries is one the server exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_real_series() {
+    let dashboard =
+        std::fs::read_to_string(common::repo_root().join("deploy/grafana/comfyrs.json")).unwrap();
+    let json: Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let server = workshop(&[]);
+    // Some jobs and a worker heartbeat so every family has samples.
+    server
+        .http_as("user001")
+        .queue("/user001", &common::empty_image_prompt(8, 8, 0, "m"), None)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let metrics = String::from_utf8(server.http_as("teacher").get("/metrics").await.bytes).unwrap();
+    let mut checked = 0;
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for piece in expr.split("comfyrs_").skip(1) {
+                let name: String = piece
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    metrics.contains(&format!("# TYPE comfyrs_{family} ")),
+                    "{expr}: comfyrs_{family} is not exported:\n{metrics}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} series checked");
+}
