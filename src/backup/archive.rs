@@ -103,6 +103,9 @@ impl Writer {
     }
 }
 
+/// Called with each checked file of an archive: its path inside the archive and its bytes.
+pub type Visitor<'a> = &'a mut dyn FnMut(&str, &[u8]) -> anyhow::Result<()>;
+
 /// Whether `name` is a relative path of plain components (no `..`, no root).
 pub fn is_safe(name: &Path) -> bool {
     name.components().all(|c| matches!(c, Component::Normal(_)))
@@ -112,10 +115,7 @@ pub fn is_safe(name: &Path) -> bool {
 /// Reads the archive at `path`, checking every file against the manifest; calls `each` with
 /// each checked file (path inside the archive and its bytes) when given. Fails on a missing or
 /// extra file, a size or sha256 mismatch, a missing manifest or an unsafe path.
-pub fn read(
-    path: &Path,
-    mut each: Option<&mut dyn FnMut(&str, &[u8]) -> anyhow::Result<()>>,
-) -> anyhow::Result<Manifest> {
+pub fn read(path: &Path, mut each: Option<Visitor<'_>>) -> anyhow::Result<Manifest> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut tar = tar::Archive::new(GzDecoder::new(file));
     let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
