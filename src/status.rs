@@ -103,6 +103,13 @@ fn gib(v: &Value) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Disk sizes in GB (10^9 bytes, as --min-free-disk-gb counts).
+fn gb(v: &Value) -> String {
+    v.as_u64()
+        .map(|b| format!("{:.1} GB", b as f64 / 1e9))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn mark(ok: bool) -> &'static str {
     if ok { "ok" } else { "PROBLEM" }
 }
@@ -147,10 +154,10 @@ pub fn render(s: &Value) -> String {
         out,
         "disk     {}  {} free of {} at {} (guard {})",
         mark(d["ok"] == true),
-        gib(&d["free_bytes"]),
-        gib(&d["total_bytes"]),
+        gb(&d["free_bytes"]),
+        gb(&d["total_bytes"]),
         d["path"].as_str().unwrap_or("?"),
-        gib(&d["min_free_bytes"]),
+        gb(&d["min_free_bytes"]),
     );
     let workers = s["workers"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let _ = writeln!(
