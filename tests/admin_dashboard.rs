@@ -7,40 +7,15 @@
 mod queue_common;
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use queue_common::{Client, User, e2e_ready, queue_flags, start_serve, workload, write_users};
+use queue_common::browser::{browser_ready, chromium, run_node};
+use queue_common::{Client, User, queue_flags, start_serve, workload, write_users};
 use serde_json::json;
-
-fn chromium() -> PathBuf {
-    std::env::var_os("COMFYRS_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn ready() -> bool {
-    e2e_ready("Debian's chromium", chromium().is_file())
-        && e2e_ready(
-            "node",
-            Command::new("node")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success()),
-        )
-        && e2e_ready(
-            "tests/browser/node_modules (npm install)",
-            browser_dir().join("node_modules/playwright-core").is_dir(),
-        )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dashboard_shows_the_queue_and_drives_it() {
-    if !ready() {
+    if !browser_ready() {
         return;
     }
     let base = tempfile::tempdir().unwrap();
@@ -62,38 +37,27 @@ async fn dashboard_shows_the_queue_and_drives_it() {
     }
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("admin-dashboard.png");
     let jobs = json!({"running": running, "pending": pending}).to_string();
-    let mut child = Command::new("node")
-        .arg("admin.mjs")
-        .args(["--url", &serve.url])
-        .args(["--admin", &format!("{}:{}", admin.name, admin.password)])
-        .args(["--participant", &format!("{}:{}", ann.name, ann.password)])
-        .args(["--jobs", &jobs])
-        .arg("--screenshot")
-        .arg(&screenshot)
-        .arg("--chromium")
-        .arg(chromium())
-        .current_dir(browser_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run node");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let out = child.wait_with_output().expect("node output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: Vec<String> = vec![
+        "--url".into(),
+        serve.url.clone(),
+        "--admin".into(),
+        format!("{}:{}", admin.name, admin.password),
+        "--participant".into(),
+        format!("{}:{}", ann.name, ann.password),
+        "--jobs".into(),
+        jobs,
+        "--screenshot".into(),
+        screenshot.display().to_string(),
+        "--chromium".into(),
+        chromium().display().to_string(),
+    ];
+    let (ok, text) =
+        tokio::task::spawn_blocking(move || run_node("admin.mjs", &args, Duration::from_secs(180)))
+            .await
+            .expect("node runner");
     eprintln!("{text}");
     assert!(
-        out.status.success(),
+        ok,
         "the dashboard checks failed:\n{text}\nserver log:\n{}",
         serve.proc.log()
     );

@@ -6,68 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use common::{Server, ServerOptions, TestUser, e2e_ready, installed_frontend, repo_root};
-
-fn chromium() -> PathBuf {
-    std::env::var_os("COMFYRS_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn node_ready() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs `node e2e.mjs` with a deadline, returning (success, combined output).
-fn run_e2e(args: &[String], deadline: Duration) -> (bool, String) {
-    let dir = repo_root().join("tests/browser");
-    let out_path = std::env::temp_dir().join(format!("comfyrs-e2e-{}.log", std::process::id()));
-    let out = std::fs::File::create(&out_path).expect("log file");
-    let mut child = Command::new("node")
-        .arg("e2e.mjs")
-        .args(args)
-        .current_dir(&dir)
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("run node");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    match status {
-        Some(s) => (s.success(), text),
-        None => (false, format!("{text}\n(timed out after {deadline:?})")),
-    }
-}
+use common::browser::{browser_ready, chromium, run_node};
+use common::{Server, ServerOptions, TestUser, e2e_ready, installed_frontend};
 
 #[test]
 fn frontend_runs_a_workflow_and_keeps_users_apart() {
-    let ready = e2e_ready("Debian's chromium", chromium().is_file())
-        && e2e_ready("node", node_ready())
-        && e2e_ready(
-            "tests/browser/node_modules (npm install)",
-            repo_root()
-                .join("tests/browser/node_modules/playwright-core")
-                .is_dir(),
-        )
+    let ready = browser_ready()
         && e2e_ready(
             "the ComfyUI frontend (data/frontend)",
             installed_frontend().is_some(),
@@ -98,7 +45,7 @@ fn frontend_runs_a_workflow_and_keeps_users_apart() {
         "--user2".into(),
         "user002:pw-user002".into(),
     ];
-    let (ok, output) = run_e2e(&args, Duration::from_secs(240));
+    let (ok, output) = run_node("e2e.mjs", &args, Duration::from_secs(240));
     println!("{output}");
     assert!(ok, "the browser test failed:\n{output}");
     assert!(

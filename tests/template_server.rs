@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::browser::{browser_ready, chromium, run_node};
 use common::models::{fixture_models, link_template_models};
 use common::{Api, Server, ServerOptions, e2e_ready, installed_frontend, repo_root};
 use models::checkpoint::CheckpointHeader;
@@ -119,58 +119,8 @@ async fn the_t2v_template_runs_through_the_http_api() {
     assert!(audio.waveform.dim(2).unwrap() > 0);
 }
 
-fn chromium() -> PathBuf {
-    std::env::var_os("COMFYRS_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Runs `node template.mjs` with a deadline, returning (success, combined output).
-fn run_node(args: &[String], deadline: Duration) -> (bool, String) {
-    let dir = repo_root().join("tests/browser");
-    let log = std::env::temp_dir().join(format!("comfyrs-template-{}.log", std::process::id()));
-    let out = std::fs::File::create(&log).expect("log file");
-    let mut child = Command::new("node")
-        .arg("template.mjs")
-        .args(args)
-        .current_dir(&dir)
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("run node");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    match status {
-        Some(s) => (s.success(), text),
-        None => (false, format!("{text}\n(timed out after {deadline:?})")),
-    }
-}
-
-fn browser_ready() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    e2e_ready("Debian's chromium", chromium().is_file())
-        && e2e_ready("node", node)
-        && e2e_ready(
-            "tests/browser/node_modules (npm install)",
-            repo_root()
-                .join("tests/browser/node_modules/playwright-core")
-                .is_dir(),
-        )
+fn ready() -> bool {
+    browser_ready()
         && e2e_ready(
             "the ComfyUI frontend (data/frontend)",
             installed_frontend().is_some(),
@@ -179,7 +129,7 @@ fn browser_ready() -> bool {
 
 #[test]
 fn the_frontend_runs_the_t2v_template_and_shows_the_video() {
-    if !browser_ready() {
+    if !ready() {
         return;
     }
     let server = server(true);
@@ -207,7 +157,11 @@ fn the_frontend_runs_the_t2v_template_and_shows_the_video() {
     ] {
         args.extend(["--set".to_string(), set]);
     }
-    let (ok, output) = run_node(&args, RUN_DEADLINE + Duration::from_secs(180));
+    let (ok, output) = run_node(
+        "template.mjs",
+        &args,
+        RUN_DEADLINE + Duration::from_secs(180),
+    );
     println!("{output}");
     assert!(
         ok,

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod browser;
 pub mod compare;
 pub mod models;
 pub mod server;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 pub use api::{Api, Reply, empty_image_prompt};
+pub use browser::e2e_ready;
 pub use compare::{Rules, assert_json_matches, normalize};
 pub use server::{Server, ServerOptions, TestUser, hash_password, installed_frontend};
 pub use ws::{Frame, WsClient};
@@ -40,19 +42,4 @@ pub fn case<'a>(fixture: &'a Value, name: &str) -> &'a Value {
         .as_array()
         .and_then(|cases| cases.iter().find(|c| c["case"] == name))
         .unwrap_or_else(|| panic!("fixture has no case {name:?}"))
-}
-
-/// Whether an end-to-end prerequisite (a browser, a Python package, the installed frontend)
-/// is usable. `scripts/test.sh` installs them all and sets `COMFYRS_E2E=1`: then a missing one
-/// fails the test. A bare `cargo test` on a machine without them skips the test, saying why.
-pub fn e2e_ready(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    assert!(
-        std::env::var("COMFYRS_E2E").as_deref() != Ok("1"),
-        "{what} is missing (scripts/setup.sh --test installs it)"
-    );
-    eprintln!("SKIPPED: {what} is missing; run scripts/test.sh to install it");
-    false
 }

@@ -6,30 +6,18 @@
 //! (A minimal stand-in for the shared `tests/common` helper while both are being written.)
 #![allow(dead_code)]
 
+#[path = "../common/browser.rs"]
+pub mod browser;
 pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use browser::e2e_ready;
 #[allow(unused_imports)]
 pub use queue::redis::testing::{RedisServer, free_port};
 use serde_json::{Value, json};
-
-/// Whether an end-to-end prerequisite is usable. `scripts/test.sh` sets `COMFYRS_E2E=1` after
-/// installing everything: then a missing one fails the test; a bare `cargo test` on a machine
-/// without it skips the test, saying why.
-pub fn e2e_ready(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    assert!(
-        std::env::var("COMFYRS_E2E").as_deref() != Ok("1"),
-        "{what} is missing (scripts/setup.sh --test installs it)"
-    );
-    eprintln!("SKIPPED: {what} is missing; run scripts/test.sh to install it");
-    false
-}
 
 /// Whether `redis-server` can be run.
 pub fn redis_ready() -> bool {
