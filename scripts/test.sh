@@ -19,7 +19,7 @@ if ! "$venv/bin/python" -c "import moto.server" 2>/dev/null; then
   "$venv/bin/pip" install -q "moto[server]==5.2.5"
 fi
 export COMFYRS_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
-# End-to-end prerequisites (browser, frontend, Python client) are required here: a missing one
+# End-to-end prerequisites (browser, frontend, Python client, moto) are required here: a missing one
 # fails the run instead of skipping its test.
 export COMFYRS_E2E=1
 cargo test --workspace --all-targets --locked
