@@ -251,7 +251,7 @@ async fn upload_object(
             break;
         }
         if let Err(e) = writer.wait_for_capacity(PARALLEL_PARTS).await {
-            // The failed part ended the upload; `abort` needs the writer, gone with the error.
+            let _ = writer.abort().await;
             anyhow::bail!("{url}: upload failed: {}", reason(&e));
         }
         writer.write(&buffer[..n]);
