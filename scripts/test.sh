@@ -7,16 +7,19 @@ scripts/setup.sh --test
 if [ -f tests/browser/package.json ]; then
   (cd tests/browser && npm install --no-audit --no-fund --silent)
 fi
-# The outside API client's Python (websocket-client) lives in a venv beside the build, not in
-# the repository.
+# The outside API client's Python (websocket-client) and the S3 server of tests/s3.rs
+# (moto[server]) live in a venv beside the build, not in the repository.
 target="${CARGO_TARGET_DIR:-target}"
 venv="$target/test-venv"
 if ! "$venv/bin/python" -c "import websocket" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "websocket-client==1.9.0"
 fi
+if ! "$venv/bin/python" -c "import moto.server" 2>/dev/null; then
+  "$venv/bin/pip" install -q "moto[server]==5.2.5"
+fi
 export COMFYRS_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
-# End-to-end prerequisites (browser, frontend, Python client) are required here: a missing one
+# End-to-end prerequisites (browser, frontend, Python client, moto) are required here: a missing one
 # fails the run instead of skipping its test.
 export COMFYRS_E2E=1
 cargo test --workspace --all-targets --locked

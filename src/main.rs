@@ -9,6 +9,7 @@ mod run;
 mod serve;
 mod settings;
 mod status;
+mod storage;
 mod worker;
 
 use std::process::ExitCode;
@@ -105,7 +106,10 @@ fn main() -> ExitCode {
             rt.block_on(backup::backup(*args))
                 .map(|()| ExitCode::SUCCESS)
         }),
-        Command::Verify(args) => backup::verify(args).map(|()| ExitCode::SUCCESS),
+        Command::Verify(args) => runtime().and_then(|rt| {
+            rt.block_on(backup::verify(args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
         Command::Restore(args) => runtime().and_then(|rt| {
             rt.block_on(backup::restore(*args))
                 .map(|()| ExitCode::SUCCESS)

@@ -3,6 +3,9 @@
 //! folder with their inputs, outputs and userdata, the single user's folders) without the
 //! shared models, the installed frontend and temp files, plus configuration files such as
 //! `users.toml`; a manifest of sha256s; a verify step; a restore into an empty data directory.
+//! The archive may live in S3-compatible object storage (`s3://bucket/key`, see
+//! [`crate::storage`]): the backup is written to a temporary file and uploaded, verify and
+//! restore download it first.
 //!
 //! The embedded store is read under its file lock, so a backup of a server using it needs the
 //! server stopped (it says so). With `--redis` the queue lives in Redis: every key under the
@@ -17,6 +20,8 @@ use anyhow::Context;
 use clap::Args;
 use fs2::FileExt;
 
+use crate::storage::{self, Location};
+
 /// Top-level folders of the data directory that a backup leaves out by default.
 const SKIPPED: &[&str] = &["models", "frontend", "temp"];
 
@@ -26,9 +31,9 @@ pub struct BackupArgs {
     /// The data directory (the server's --base-directory).
     #[arg(long, env = "COMFYRS_BASE_DIR", default_value = "data")]
     pub base_directory: PathBuf,
-    /// The archive to write (`.tar.gz`).
+    /// The archive to write (`.tar.gz`): a path or `s3://bucket/key`.
     #[arg(long, short)]
-    pub out: PathBuf,
+    pub out: String,
     /// The workshop users file to include (config/users.toml in the archive).
     #[arg(long, env = "COMFYRS_USERS")]
     pub users: Option<PathBuf>,
@@ -75,15 +80,15 @@ const REDIS_ENTRY: &str = "redis/keys.json";
 /// `comfyrs verify` arguments.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive.
-    pub archive: PathBuf,
+    /// The archive: a path or `s3://bucket/key`.
+    pub archive: String,
 }
 
 /// `comfyrs restore` arguments.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive.
-    pub archive: PathBuf,
+    /// The archive: a path or `s3://bucket/key`.
+    pub archive: String,
     /// The data directory to restore into (must be empty or absent unless --force).
     #[arg(long, env = "COMFYRS_BASE_DIR", default_value = "data")]
     pub base_directory: PathBuf,
@@ -151,14 +156,18 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Writes the backup.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     if args.verify {
-        return verify(VerifyArgs { archive: args.out });
+        return verify(VerifyArgs { archive: args.out }).await;
     }
+    let target = Location::parse(&args.out)?;
     let base = &args.base_directory;
     anyhow::ensure!(base.is_dir(), "{} is not a data directory", base.display());
-    let out_abs = std::path::absolute(&args.out)?;
+    // A remote archive is written to a temporary file first, then uploaded.
+    let staged = storage::staging(&target)?;
+    let out = staged.path().to_path_buf();
+    let out_abs = std::path::absolute(&out)?;
     let mut files = Vec::new();
     walk(base, Path::new(""), &mut files)?;
-    let mut writer = archive::Writer::create(&args.out)?;
+    let mut writer = archive::Writer::create(&out)?;
     let mut bytes_total = 0u64;
     for rel in &files {
         let top = rel
@@ -199,25 +208,28 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     }
     let manifest = writer.finish(engine::events::now_ms())?;
     // Read back what was written: a backup that cannot be restored is worse than none.
-    archive::read(&args.out, None).context("the new backup does not verify")?;
+    archive::read(&out, None).context("the new backup does not verify")?;
+    if !target.is_local() {
+        storage::upload(&out, &target).await?;
+    }
     eprintln!(
-        "backed up {} files ({:.1} MB) to {}",
+        "backed up {} files ({:.1} MB) to {target}",
         manifest.files.len(),
         bytes_total as f64 / 1e6,
-        args.out.display()
     );
     Ok(())
 }
 
 /// Checks an archive against its manifest.
-pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let manifest = archive::read(&args.archive, None)?;
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let location = Location::parse(&args.archive)?;
+    let local = storage::fetch(&location).await?;
+    let manifest = archive::read(local.path(), None)?;
     let bytes: u64 = manifest.files.iter().map(|e| e.size).sum();
     println!(
-        "ok: {} files ({:.1} MB) match the manifest of {} (comfyrs {}, written {})",
+        "ok: {} files ({:.1} MB) match the manifest of {location} (comfyrs {}, written {})",
         manifest.files.len(),
         bytes as f64 / 1e6,
-        args.archive.display(),
         manifest.version,
         chrono::DateTime::from_timestamp_millis(manifest.created_ms)
             .map(|t| t.to_rfc3339())
@@ -233,12 +245,14 @@ fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
 /// Restores an archive (verified first) into a data directory (and its Redis snapshot into
 /// `--redis`).
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let location = Location::parse(&args.archive)?;
     let base = &args.base_directory;
     anyhow::ensure!(
         args.force || is_empty_dir(base)?,
         "{} is not empty (restore into an empty directory, or --force)",
         base.display()
     );
+    let local = storage::fetch(&location).await?;
     let config_dir = args
         .config_dir
         .clone()
@@ -263,7 +277,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         written += 1;
         Ok(())
     };
-    let manifest = archive::read(&args.archive, Some(&mut put))?;
+    let manifest = archive::read(local.path(), Some(&mut put))?;
     eprintln!(
         "restored {written} files of {} into {} (configuration in {})",
         manifest.files.len(),

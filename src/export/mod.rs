@@ -2,6 +2,8 @@
 //! waits for the queue to drain (with a timeout), archives every user's outputs (one `tar.gz`
 //! per user and one for all) from the data directory, and writes the workshop report
 //! (`report.md`, `report.json`, `queue-depth.svg`, `throughput.svg`) from the job history.
+//! The output folder may be an S3 prefix (`s3://bucket/prefix/`, see [`crate::storage`]): the
+//! export is then written to a temporary folder and every file uploaded under the prefix.
 
 pub mod archive;
 pub mod charts;
@@ -16,6 +18,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::client::{AdminClient, ClientArgs};
+use crate::storage::{self, Location};
 use report::JobRecord;
 
 /// `comfyrs export` arguments.
@@ -26,9 +29,10 @@ pub struct ExportArgs {
     /// The server's data directory (its --base-directory), holding `users/<name>/output/`.
     #[arg(long, env = "COMFYRS_BASE_DIR", default_value = "data")]
     pub base_directory: PathBuf,
-    /// Folder to write the archives and the report into (created).
+    /// Folder to write the archives and the report into (created), or an S3 prefix
+    /// (`s3://bucket/prefix/`) to upload them under.
     #[arg(long, short, default_value = "workshop-export")]
-    pub out: PathBuf,
+    pub out: String,
     /// Seconds to wait for pending and running jobs to finish.
     #[arg(long, default_value_t = 600)]
     pub drain_timeout: u64,
@@ -45,6 +49,7 @@ pub struct ExportArgs {
 
 /// Runs the export.
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let target = Location::parse(&args.out)?;
     let client = AdminClient::new(&args.client)?;
     if !args.no_pause {
         client.post("/api/queue/pause").await?;
@@ -54,20 +59,29 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let history = client.get("/api/admin/jobs").await?;
     let jobs: Vec<JobRecord> = serde_json::from_value(history["jobs"].clone())
         .context("reading the job history from /api/admin/jobs")?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let archives = write_archives(&args.base_directory, &args.out)?;
+    let temp;
+    let out = match &target {
+        Location::Local(dir) => dir.clone(),
+        Location::S3 { .. } => {
+            temp = tempfile::tempdir().context("creating a temporary folder")?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let archives = write_archives(&args.base_directory, &out)?;
     let report = report::compute(&jobs);
-    write_report(&args, &report, drained, &archives)?;
+    write_report(&args, &out, &report, drained, &archives)?;
+    if !target.is_local() {
+        upload_folder(&out, &target).await?;
+    }
     if args.resume {
         client.post("/api/queue/resume").await?;
         eprintln!("submissions resumed");
     }
     eprintln!(
-        "exported {} jobs and {} archives to {}",
+        "exported {} jobs and {} archives to {target}",
         jobs.len(),
         archives.len(),
-        args.out.display()
     );
     Ok(())
 }
@@ -109,15 +123,30 @@ fn write_archives(base: &Path, out: &Path) -> anyhow::Result<Vec<Value>> {
     Ok(written)
 }
 
+/// Uploads every file of the (flat) export folder `dir` under the prefix `target`.
+async fn upload_folder(dir: &Path, target: &Location) -> anyhow::Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let to = target.join(&name);
+        storage::upload(&dir.join(&name), &to).await?;
+        eprintln!("uploaded {to}");
+    }
+    Ok(())
+}
+
 fn write_report(
     args: &ExportArgs,
+    out: &Path,
     report: &report::Report,
     drained: bool,
     archives: &[Value],
 ) -> anyhow::Result<()> {
     let charts = ["queue-depth.svg", "throughput.svg"];
-    std::fs::write(args.out.join(charts[0]), charts::queue_depth(report))?;
-    std::fs::write(args.out.join(charts[1]), charts::throughput(report))?;
+    std::fs::write(out.join(charts[0]), charts::queue_depth(report))?;
+    std::fs::write(out.join(charts[1]), charts::throughput(report))?;
     let mut md = markdown::render(report, &args.title, &charts);
     md.push_str("\n## Archives\n\n");
     for a in archives {
@@ -130,7 +159,7 @@ fn write_report(
     if !drained {
         md.push_str("\n**The queue had not drained when the export was taken.**\n");
     }
-    std::fs::write(args.out.join("report.md"), md)?;
+    std::fs::write(out.join("report.md"), md)?;
     let document = json!({
         "title": args.title,
         "drained": drained,
@@ -138,7 +167,7 @@ fn write_report(
         "report": report,
     });
     std::fs::write(
-        args.out.join("report.json"),
+        out.join("report.json"),
         serde_json::to_string_pretty(&document)?,
     )?;
     Ok(())

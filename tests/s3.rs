@@ -1,0 +1,397 @@
+//! Backups and exports in S3-compatible object storage, against a real S3 server (moto's
+//! server from PyPI, in `COMFYRS_TEST_PYTHON`; scripts/test.sh installs it): a server's data is
+//! backed up to `s3://…` (a multipart upload: the data holds an incompressible file larger than
+//! one part), verified and restored from there into an empty directory, where a server shows
+//! every user's history and outputs; `comfyrs export` uploads every archive, report and chart
+//! under an S3 prefix; a missing object or bucket, missing credentials, a bad URL and an
+//! unreachable endpoint fail naming the URL and the reason.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, ServerOptions, TestUser};
+use futures_util::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+
+const BUCKET: &str = "workshop";
+const KEY_ID: &str = "test-key";
+const SECRET: &str = "test-secret";
+
+/// A moto S3 server on a loopback port, killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> String {
+    std::env::var("COMFYRS_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Starts moto's server with an empty bucket [`BUCKET`]; `None` (skipped) when moto is missing
+/// outside scripts/test.sh.
+async fn moto() -> Option<Moto> {
+    let present = Command::new(python())
+        .args(["-c", "import moto.server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::e2e_ready("Python with moto[server] (COMFYRS_TEST_PYTHON)", present) {
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python())
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto.server");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = http.put(format!("{}/{BUCKET}", moto.endpoint)).send().await;
+        if created.as_ref().is_ok_and(|r| r.status().is_success()) {
+            return Some(moto);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto did not come up: {created:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Moto {
+    /// The environment `comfyrs` reads the store's settings from.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+        ]
+    }
+
+    /// A client of the bucket, to look at what was uploaded.
+    fn store(&self) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(KEY_ID)
+            .with_secret_access_key(SECRET)
+            .with_bucket_name(BUCKET)
+            .build()
+            .unwrap()
+    }
+
+    /// `(key, size)` of every object under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        let store = self.store();
+        let mut found: Vec<(String, u64)> = store
+            .list(Some(&ObjectPath::from(prefix)))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .unwrap();
+        found.sort();
+        found
+    }
+}
+
+/// Runs `comfyrs <args>` with the environment cleared of comfyrs and AWS settings, plus `env`.
+fn comfyrs(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyrs"));
+    cmd.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_") || key.starts_with("COMFYRS_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run comfyrs")
+}
+
+fn succeeded(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+fn users() -> Vec<TestUser> {
+    vec![
+        TestUser::participant("user001", "pw-one"),
+        TestUser::participant("user002", "pw-two"),
+        TestUser::admin("teacher", "pw-admin"),
+    ]
+}
+
+/// Queues an image for each user; returns `(user, prompt id, subfolder, file name)`.
+async fn one_output_each(server: &Server) -> Vec<(String, String, String, String)> {
+    let mut made = Vec::new();
+    for user in ["user001", "user002"] {
+        let api = server.http_as(user);
+        let prefix = format!("/{user}");
+        let prompt = common::empty_image_prompt(8, 8, 0x0000ff, &format!("{user}-dir/img"));
+        let id = api.queue(&prefix, &prompt, None).await["prompt_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let entry = api.wait_history(&prefix, &id).await;
+        let image = &entry["outputs"]["2"]["images"][0];
+        made.push((
+            user.to_string(),
+            id,
+            image["subfolder"].as_str().unwrap().to_string(),
+            image["filename"].as_str().unwrap().to_string(),
+        ));
+    }
+    made
+}
+
+/// `n` bytes that gzip cannot shrink (xorshift), so the archive needs a multipart upload.
+fn incompressible(n: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_verify_restore_and_export_through_s3() {
+    let Some(moto) = moto().await else {
+        return;
+    };
+    let env = moto.env();
+    let mut server = Server::start(ServerOptions {
+        users: users(),
+        ..ServerOptions::default()
+    });
+    let made = one_output_each(&server).await;
+    let data = server.data_dir();
+    let big = incompressible(12 * 1024 * 1024);
+    std::fs::create_dir_all(data.join("users/user001/input")).unwrap();
+    std::fs::write(data.join("users/user001/input/big.bin"), &big).unwrap();
+
+    // The export uploads every archive, the report and the charts under the prefix.
+    let export = comfyrs(
+        &[
+            "export",
+            "--out",
+            &format!("s3://{BUCKET}/exports/"),
+            "--no-pause",
+            "--base-directory",
+            data.to_str().unwrap(),
+        ],
+        &[
+            env.clone(),
+            vec![
+                ("COMFYRS_URL", server.url.clone()),
+                ("COMFYRS_ADMIN_USER", "teacher".into()),
+                ("COMFYRS_ADMIN_PASSWORD", "pw-admin".into()),
+            ],
+        ]
+        .concat(),
+    );
+    succeeded(&export);
+    let exported: Vec<String> = moto
+        .list("exports")
+        .await
+        .into_iter()
+        .map(|(k, size)| {
+            assert!(size > 0, "{k} is empty");
+            k
+        })
+        .collect();
+    assert_eq!(
+        exported,
+        [
+            "outputs-all.tar.gz",
+            "outputs-user001.tar.gz",
+            "outputs-user002.tar.gz",
+            "queue-depth.svg",
+            "report.json",
+            "report.md",
+            "throughput.svg",
+        ]
+        .map(|n| format!("exports/{n}"))
+    );
+    let report = moto
+        .store()
+        .get(&ObjectPath::from("exports/report.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["report"]["total"]["completed"], 2);
+
+    // Back up to the bucket (with the server stopped: the embedded store).
+    let mut originals = Vec::new();
+    for (user, _, sub, file) in &made {
+        let view = format!("/{user}/view?filename={file}&subfolder={sub}&type=output");
+        originals.push(server.http_as(user).get(&view).await.bytes);
+    }
+    server.stop();
+    let url = format!("s3://{BUCKET}/backups/x.tar.gz");
+    let backup = comfyrs(
+        &[
+            "backup",
+            "--out",
+            &url,
+            "--base-directory",
+            data.to_str().unwrap(),
+            "--users",
+            server.users_file().to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(succeeded(&backup).contains(&url));
+    let stored = moto.list("backups").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].0, "backups/x.tar.gz");
+    assert!(stored[0].1 > 12 * 1024 * 1024, "{stored:?}");
+
+    for args in [
+        vec!["verify", url.as_str()],
+        vec!["backup", "--verify", "--out", url.as_str()],
+    ] {
+        let v = comfyrs(&args, &env);
+        succeeded(&v);
+        let stdout = String::from_utf8_lossy(&v.stdout);
+        assert!(
+            stdout.starts_with("ok: ") && stdout.contains(&url),
+            "{stdout}"
+        );
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let restored = work.path().join("restored");
+    let restore = comfyrs(
+        &[
+            "restore",
+            &url,
+            "--base-directory",
+            restored.to_str().unwrap(),
+        ],
+        &env,
+    );
+    succeeded(&restore);
+    assert_eq!(
+        std::fs::read(restored.join("users/user001/input/big.bin")).unwrap(),
+        big
+    );
+    assert_eq!(
+        std::fs::read(restored.join("config/users.toml")).unwrap(),
+        std::fs::read(server.users_file()).unwrap()
+    );
+
+    // A server on the restored directory has every user's history and outputs.
+    let server = Server::start(ServerOptions {
+        users: users(),
+        data_dir: Some(restored),
+        ..ServerOptions::default()
+    });
+    for ((user, id, sub, file), original) in made.iter().zip(&originals) {
+        let api = server.http_as(user);
+        let history = api.get(&format!("/{user}/history")).await;
+        let ids: Vec<&String> = history.json.as_object().unwrap().keys().collect();
+        assert_eq!(ids, vec![id], "{user}'s history");
+        let view = format!("/{user}/view?filename={file}&subfolder={sub}&type=output");
+        let reply = api.get(&view).await;
+        assert_eq!(reply.status, 200, "{view}");
+        assert_eq!(&reply.bytes, original);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_failures_name_the_url_and_the_reason() {
+    let Some(moto) = moto().await else {
+        return;
+    };
+    let env = moto.env();
+    let fail = |args: &[&str], env: &[(&str, String)]| {
+        let out = comfyrs(args, env);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let missing = format!("s3://{BUCKET}/backups/none.tar.gz");
+    let err = fail(&["verify", &missing], &env);
+    assert!(
+        err.contains(&missing) && err.contains("no such object"),
+        "{err}"
+    );
+
+    let no_bucket = "s3://no-such-bucket/x.tar.gz";
+    let err = fail(&["verify", no_bucket], &env);
+    assert!(
+        err.contains(no_bucket) && err.contains("bucket does not exist"),
+        "{err}"
+    );
+
+    let no_keys: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| !k.contains("ACCESS_KEY"))
+        .cloned()
+        .collect();
+    let err = fail(&["verify", &missing], &no_keys);
+    assert!(
+        err.contains(&missing) && err.contains("missing credentials"),
+        "{err}"
+    );
+
+    let err = fail(&["verify", "s3://Bad_Bucket/x"], &env);
+    assert!(
+        err.contains("s3://Bad_Bucket/x") && err.contains("bad S3 URL"),
+        "{err}"
+    );
+
+    // Nothing listens on port 1: a network error (after the client's quick retries).
+    let unreachable: Vec<_> = env
+        .iter()
+        .map(|(k, v)| match *k {
+            "AWS_ENDPOINT_URL" => (*k, "http://127.0.0.1:1".to_string()),
+            _ => (*k, v.clone()),
+        })
+        .collect();
+    let err = fail(&["verify", &missing], &unreachable);
+    assert!(
+        err.contains(&missing) && err.contains("error sending request"),
+        "{err}"
+    );
+}
