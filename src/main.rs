@@ -1,6 +1,7 @@
 //! `comfyrs`: a native, ComfyUI-compatible inference engine and multi-user serving platform.
 
 mod device;
+mod models;
 mod queue_args;
 mod run;
 mod serve;
@@ -34,6 +35,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`).
     Worker(Box<worker::WorkerArgs>),
+    /// Download a model set (`pull`) or show what is present (`list`).
+    Models(models::ModelsArgs),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
     HashPassword,
 }
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => {
             runtime().and_then(|rt| rt.block_on(worker::run(*args)).map(|()| ExitCode::SUCCESS))
         }
+        Command::Models(args) => runtime().and_then(|rt| rt.block_on(models::run(args))),
         Command::HashPassword => hash_password(),
     };
     match result {
