@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub user_root: PathBuf,
     /// Largest upload accepted (bytes).
     pub max_upload_bytes: usize,
+    /// Largest participant LoRA upload (bytes); `None`: LoRA uploads are disabled.
+    pub lora_upload_bytes: Option<u64>,
     /// Largest request body for JSON routes (bytes).
     pub max_body_bytes: usize,
     /// `--enable-cors-header` origin, if set.
