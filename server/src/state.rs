@@ -53,6 +53,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Start time.
     pub started: Instant,
+    /// Recent run times for job ETAs.
+    pub eta_history: crate::eta::HistoryCache,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             config,
             hub: Hub::default(),
             started: Instant::now(),
+            eta_history: Default::default(),
         })
     }
 
