@@ -1,11 +1,15 @@
 //! `comfyrs`: a native, ComfyUI-compatible inference engine and multi-user serving platform.
 
+mod backup;
+mod client;
 mod device;
+mod export;
 mod models;
 mod queue_args;
 mod run;
 mod serve;
 mod settings;
+mod status;
 mod worker;
 
 use std::process::ExitCode;
@@ -35,6 +39,18 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`).
     Worker(Box<worker::WorkerArgs>),
+    /// Health of a running server: queue backend, workers, disk, GPU memory (`--json`).
+    Status(Box<status::StatusArgs>),
+    /// After the workshop: pause submissions, drain the queue, archive every user's outputs
+    /// and write the workshop report (Markdown, JSON, SVG charts).
+    Export(Box<export::ExportArgs>),
+    /// Back up all state (queue/history store, users' data, config) into one archive with a
+    /// manifest of sha256s (`--verify` checks an archive).
+    Backup(Box<backup::BackupArgs>),
+    /// Check a backup archive against its manifest.
+    Verify(backup::VerifyArgs),
+    /// Restore a backup into an empty data directory.
+    Restore(Box<backup::RestoreArgs>),
     /// Download a model set (`pull`) or show what is present (`list`).
     Models(models::ModelsArgs),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
@@ -84,6 +100,19 @@ fn main() -> ExitCode {
         Command::Worker(args) => {
             runtime().and_then(|rt| rt.block_on(worker::run(*args)).map(|()| ExitCode::SUCCESS))
         }
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(status::run(*args))),
+        Command::Export(args) => {
+            runtime().and_then(|rt| rt.block_on(export::run(*args)).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Backup(args) => runtime().and_then(|rt| {
+            rt.block_on(backup::backup(*args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
+        Command::Verify(args) => backup::verify(args).map(|()| ExitCode::SUCCESS),
+        Command::Restore(args) => runtime().and_then(|rt| {
+            rt.block_on(backup::restore(*args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
         Command::Models(args) => runtime().and_then(|rt| rt.block_on(models::run(args))),
         Command::HashPassword => hash_password(),
     };

@@ -76,6 +76,17 @@ pub struct ServeArgs {
         default_value = "cpu"
     )]
     pub devices: Vec<String>,
+    /// Refuse new prompts while the output disk has less free space than this (GB, 10^9
+    /// bytes; 0 turns the guard off).
+    #[arg(long, env = "COMFYRS_MIN_FREE_DISK_GB", default_value_t = 1.0)]
+    pub min_free_disk_gb: f64,
+    /// Serve HTTPS with this PEM certificate chain (e.g. Let's Encrypt's fullchain.pem);
+    /// needs --tls-key.
+    #[arg(long, env = "COMFYRS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (e.g. privkey.pem).
+    #[arg(long, env = "COMFYRS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
@@ -172,6 +183,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: engine::Limits::default(),
         argv: std::env::args().collect(),
         devices: args.devices.clone(),
+        min_free_disk_bytes: server::disk::gb_to_bytes(args.min_free_disk_gb),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
+        _ => None,
     };
     let state = AppState::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -198,7 +214,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing running jobs");
         let _ = stop_tx.send(true);
     };
-    server::serve(state, &addrs, shutdown).await?;
+    server::serve(state, &addrs, tls, shutdown).await?;
     for worker in workers {
         match worker.await {
             Ok(Err(e)) => tracing::error!("worker stopped with an error: {e}"),

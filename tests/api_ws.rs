@@ -74,6 +74,13 @@ async fn replay(api: &Api, ws: &mut WsClient, file: &Value, name: &str) -> Vec<V
         api.wait_history("", prompt_id).await;
         frames.iter().map(recorded).collect()
     };
+    // `status` broadcasts are coalesced and may trail the run's last message on a busy
+    // machine: wait for the one that reports the emptied queue.
+    let mut frames = frames;
+    if !last_status_empty(&frames) {
+        let more = ws.until(WAIT, |f| f.json().is_some_and(status_empty)).await;
+        frames.extend(more.iter().map(recorded));
+    }
     // Python's exception classes (`PIL.UnidentifiedImageError`) have no equivalent here.
     let rules = Rules::from_fixture(file)
         .keeping(&["prompt_id"])
@@ -102,6 +109,20 @@ async fn replay(api: &Api, ws: &mut WsClient, file: &Value, name: &str) -> Vec<V
     }
     assert_json_matches(&format!("{name}: history"), &entry, &expected_entry, &rules);
     frames
+}
+
+/// Whether a message is a `status` reporting an empty queue.
+fn status_empty(v: &Value) -> bool {
+    v["type"] == "status" && v["data"]["status"]["exec_info"]["queue_remaining"] == 0
+}
+
+/// Whether the last `status` among `frames` reports an empty queue.
+fn last_status_empty(frames: &[Value]) -> bool {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f["type"] == "status")
+        .is_some_and(status_empty)
 }
 
 /// The last `status` of a finished run reports an empty queue.

@@ -14,6 +14,9 @@
 //!
 //! `COMFYRS_UPDATE_API=1 cargo test --test templates` rewrites `tests/workflows/api/`.
 
+#[path = "common/models.rs"]
+mod template_models;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,68 +26,16 @@ use models::ltx2::upsampler::UpsamplerConfig;
 use nodes::value::FrameRate;
 use nodes::video::encode::{EncodeJob, write_mp4};
 use serde_json::{Map, Value as Json, json};
+use template_models::{fixture_models, link_template_models};
 
 fn repo(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-fn fixture_models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|d| d.join("shared/fixtures/ltx2-tiny/models"))
-        .find(|p| p.is_dir())
-        .expect("shared/fixtures/ltx2-tiny/models beside the workspace")
-}
-
-/// The templates' model files and the tiny fixture each one is linked to.
-const MODELS: &[(&str, &str)] = &[
-    (
-        "checkpoints/ltx-2-19b-dev-fp8.safetensors",
-        "ltx2-tiny.safetensors",
-    ),
-    (
-        "checkpoints/ltx-2-19b-dev.safetensors",
-        "ltx2-tiny.safetensors",
-    ),
-    (
-        "checkpoints/ltx-2-19b-distilled.safetensors",
-        "ltx2-tiny.safetensors",
-    ),
-    (
-        "text_encoders/gemma_3_12B_it_fp4_mixed.safetensors",
-        "gemma3-tiny-comfy.safetensors",
-    ),
-    (
-        "text_encoders/gemma_3_12B_it.safetensors",
-        "gemma3-tiny-comfy.safetensors",
-    ),
-    (
-        "loras/ltx-2-19b-distilled-lora-384.safetensors",
-        "ltx2-tiny-lora.safetensors",
-    ),
-    (
-        "loras/ltx-2-19b-ic-lora-canny-control.safetensors",
-        "ltx2-tiny-lora.safetensors",
-    ),
-    (
-        "loras/ltx2-squish.safetensors",
-        "ltx2-tiny-lora.safetensors",
-    ),
-    (
-        "latent_upscale_models/ltx-2-spatial-upscaler-x2-1.0.safetensors",
-        "ltx2-tiny-upscaler.safetensors",
-    ),
-];
-
 /// A base folder whose models are the tiny fixtures (symlinks, read in place).
 fn base_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = fixture_models();
-    for (name, target) in MODELS {
-        let path = dir.path().join("models").join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(fixtures.join(target), path).unwrap();
-    }
+    link_template_models(&dir.path().join("models"));
     std::fs::create_dir_all(dir.path().join("input")).unwrap();
     dir
 }

@@ -3,6 +3,7 @@
 //! workshops. Routes are thin layers over the queue and the engine's validation.
 
 pub mod auth;
+pub mod disk;
 pub mod error;
 pub mod eta;
 pub mod hub;
@@ -10,10 +11,13 @@ pub mod logs;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use axum::serve::ListenerExt;
 
 use queue::{Filter, JobState, Notice};
 use tokio::sync::broadcast::error::RecvError;
@@ -94,10 +98,11 @@ async fn broadcast_status(state: &AppState) {
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves: plain HTTP, or HTTPS with `tls`.
 pub async fn serve(
     state: Arc<AppState>,
     addrs: &[SocketAddr],
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let dispatcher = spawn_dispatcher(state.clone());
@@ -113,19 +118,35 @@ pub async fn serve(
             })?;
         // The bound address (the port is the OS's choice when 0 was asked for).
         let bound = listener.local_addr().unwrap_or(*addr);
-        tracing::info!("listening on http://{bound}");
         let mut stop = stop_tx.subscribe();
-        let app = app.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.recv().await;
-            })
-            .await
-        }));
+        let stopped = async move {
+            let _ = stop.recv().await;
+        };
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        servers.push(match &tls {
+            None => {
+                tracing::info!("listening on http://{bound}");
+                tokio::spawn(async move {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+            Some(config) => {
+                tracing::info!("listening on https://{bound}");
+                // `tap_io` gives the connections the remote address as connect info.
+                let listener = tls::TlsListener::new(listener, config.clone())
+                    .map_err(ServerError::Serve)?
+                    .tap_io(|_| {});
+                tokio::spawn(async move {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+        });
     }
     shutdown.await;
     let _ = stop_tx.send(());

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub argv: Vec<String>,
     /// Device names for `/system_stats`.
     pub devices: Vec<String>,
+    /// New prompts are refused while the output disk has fewer free bytes (0 = no guard).
+    pub min_free_disk_bytes: u64,
 }
 
 /// The shared state of a running server.
@@ -77,6 +79,12 @@ impl AppState {
                 self.config.layout.env_for(&scope.user)
             }
         }
+    }
+
+    /// The output folder whose disk the guard watches (the default user's; users' folders
+    /// live beside it under the same data directory).
+    pub fn output_dir(&self) -> PathBuf {
+        self.config.layout.base.dirs.output.clone()
     }
 
     /// The folder holding a scope's userdata (settings, workflows, ...).

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod compare;
+pub mod models;
 pub mod server;
 pub mod ws;
 

@@ -51,6 +51,8 @@ pub struct ServerOptions {
     pub frontend: bool,
     /// More command-line arguments.
     pub args: Vec<String>,
+    /// The data directory (default: `data/` in the server's temporary folder).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -144,7 +146,7 @@ impl Server {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1", "--port", "0"])
             .arg("--base-directory")
-            .arg(base.join("data"))
+            .arg(self.data_dir())
             .env("RUST_LOG", "warn,comfyrs=info,server=info,queue=info")
             .env("NO_COLOR", "1")
             .env_remove("COMFYRS_USERS")
@@ -190,7 +192,8 @@ impl Server {
                 .get(start..)
                 .unwrap_or("")
                 .lines()
-                .filter_map(|l| l.split("listening on http://").nth(1))
+                .filter_map(|l| l.split("listening on ").nth(1))
+                .filter_map(|rest| rest.split("://").nth(1))
                 .filter_map(|rest| rest.split_whitespace().next())
                 .find_map(|addr| addr.rsplit(':').next()?.parse::<u16>().ok());
             if let Some(port) = port {
@@ -241,7 +244,15 @@ impl Server {
 
     /// The base directory (`input/`, `output/`, `users/`, ...).
     pub fn data_dir(&self) -> PathBuf {
-        self.base.path().join("data")
+        self.options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.base.path().join("data"))
+    }
+
+    /// The users file written for workshop mode.
+    pub fn users_file(&self) -> PathBuf {
+        self.base.path().join("users.toml")
     }
 
     /// `url` + `path`.

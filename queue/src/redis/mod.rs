@@ -25,6 +25,7 @@ mod keys;
 mod lease;
 mod listener;
 mod scripts;
+pub mod snapshot;
 #[doc(hidden)]
 pub mod testing;
 

@@ -1,7 +1,8 @@
 //! The instructor's views: `GET /metrics` (Prometheus), the `/admin` dashboard page (static
 //! HTML/JS/CSS compiled in), `GET /api/admin/overview` (everything the dashboard shows, from
 //! job summaries, so it stays cheap with a long history) and `GET /api/admin/events` (a
-//! server-sent-events stream of progress and queue changes for live updates). All admin-only.
+//! server-sent-events stream of progress and queue changes for live updates) and
+//! `GET /api/admin/jobs` (every job's summary, for the workshop report). All admin-only.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -46,6 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/admin.css", get(style))
         .route("/api/admin/overview", get(overview))
         .route("/api/admin/events", get(events))
+        .route("/api/admin/jobs", get(all_jobs))
 }
 
 fn asset(body: &'static str, mime: &'static str) -> Response {
@@ -245,6 +247,23 @@ pub async fn overview(
         "users": users(&jobs, now),
         "workers": backend.workers().await?,
         "websockets": state.hub.len(),
+    })))
+}
+
+/// `GET /api/admin/jobs`: every job's summary (timestamps, user, state, worker, reason), in
+/// submission order: what `comfyrs export` computes the workshop report from.
+pub async fn all_jobs(
+    State(state): State<Arc<AppState>>,
+    Extension(scope): Extension<Scope>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&scope)?;
+    let backend = &state.config.backend;
+    let jobs = backend.summaries(&Filter::default()).await?;
+    Ok(Json(json!({
+        "now": engine::events::now_ms(),
+        "backend": backend.name(),
+        "jobs": jobs,
+        "workers": backend.workers().await?,
     })))
 }
 

@@ -39,6 +39,41 @@ pub fn is_canonical_uuid(v: &str) -> bool {
     uuid::Uuid::parse_str(v).is_ok_and(|u| u.hyphenated().to_string() == v)
 }
 
+/// Refuses the prompt (503, ComfyUI's prompt-error shape) when the output disk of the scope's
+/// user has less free space than `--min-free-disk-gb`.
+async fn check_disk(state: &AppState, scope: &Scope) -> ApiResult<()> {
+    let min_free = state.config.min_free_disk_bytes;
+    if min_free == 0 {
+        return Ok(());
+    }
+    let dir = state.env(scope).dirs.output;
+    let space = tokio::task::spawn_blocking(move || crate::disk::space(&dir))
+        .await
+        .map_err(ApiError::internal)?;
+    let space = match space {
+        Ok(space) => space,
+        Err(e) => {
+            tracing::warn!("cannot measure the output disk: {e}");
+            return Ok(());
+        }
+    };
+    match crate::disk::refusal(&space, min_free) {
+        None => Ok(()),
+        Some(message) => {
+            tracing::warn!(user = %scope.user, "prompt refused: {message}");
+            Err(ApiError::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": {"type": "disk_full", "message": "The output disk is nearly full",
+                                 "details": message,
+                                 "extra_info": {"free_bytes": space.free_bytes,
+                                                "total_bytes": space.total_bytes,
+                                                "min_free_bytes": min_free}},
+                       "node_errors": {}}),
+            ))
+        }
+    }
+}
+
 /// `POST /prompt`.
 pub async fn submit(
     State(state): State<Arc<AppState>>,
@@ -103,6 +138,7 @@ pub async fn submit(
             ));
         }
     };
+    check_disk(&state, &scope).await?;
     let env = state.env(&scope);
     let registry = state.config.registry.clone();
     let limits = state.config.limits.clone();

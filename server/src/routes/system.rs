@@ -184,6 +184,23 @@ pub async fn workflow_templates() -> Json<Value> {
     Json(json!({}))
 }
 
+/// The output disk's space and whether it is above the guard's threshold.
+async fn disk_health(state: &AppState) -> Value {
+    let dir = state.output_dir();
+    let min_free = state.config.min_free_disk_bytes;
+    match tokio::task::spawn_blocking(move || crate::disk::space(&dir)).await {
+        Ok(Ok(space)) => json!({
+            "ok": space.free_bytes >= min_free,
+            "path": space.path,
+            "free_bytes": space.free_bytes,
+            "total_bytes": space.total_bytes,
+            "min_free_bytes": min_free,
+        }),
+        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    }
+}
+
 /// `GET /health` (admin): each component.
 pub async fn health(
     State(state): State<Arc<AppState>>,
@@ -201,12 +218,17 @@ pub async fn health(
         .frontend_root
         .as_ref()
         .is_some_and(|p| p.join("index.html").is_file());
-    let ok = queue["ok"] == true;
+    let disk = disk_health(&state).await;
+    let ok = queue["ok"] == true && disk["ok"] == true;
     Ok(Json(json!({
         "status": if ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
+        "backend": backend.name(),
+        "paused": backend.paused().await.ok(),
         "components": {
             "queue": queue,
+            "disk": disk,
             "workers": {"ok": !workers.is_empty(), "count": workers.len()},
             "frontend": {"ok": frontend},
             "websockets": {"connected": state.hub.len()},
