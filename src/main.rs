@@ -4,6 +4,7 @@ mod backup;
 mod client;
 mod device;
 mod export;
+mod models;
 mod queue_args;
 mod run;
 mod serve;
@@ -51,6 +52,8 @@ enum Command {
     Verify(backup::VerifyArgs),
     /// Restore a backup into an empty data directory.
     Restore(Box<backup::RestoreArgs>),
+    /// Download a model set (`pull`) or show what is present (`list`).
+    Models(models::ModelsArgs),
     /// Print an argon2 hash of a password for the users file (reads the password from stdin).
     HashPassword,
 }
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
             rt.block_on(backup::restore(*args))
                 .map(|()| ExitCode::SUCCESS)
         }),
+        Command::Models(args) => runtime().and_then(|rt| rt.block_on(models::run(args))),
         Command::HashPassword => hash_password(),
     };
     match result {

@@ -46,6 +46,13 @@ pub struct ServeArgs {
     /// Largest upload in MB (ComfyUI's --max-upload-size).
     #[arg(long, env = "COMFYRS_MAX_UPLOAD_MB", default_value_t = 100.0)]
     pub max_upload_size: f64,
+    /// Let participants upload their own LoRAs (`.safetensors` only, validated) into their own
+    /// `users/<name>/models/loras/` (`POST /api/upload/lora`, form field `lora`).
+    #[arg(long, env = "COMFYRS_ALLOW_LORA_UPLOAD")]
+    pub allow_lora_upload: bool,
+    /// Largest participant LoRA upload in MB.
+    #[arg(long, env = "COMFYRS_MAX_LORA_UPLOAD_MB", default_value_t = 2048.0)]
+    pub max_lora_upload_size: f64,
     /// Send CORS headers for this origin (ComfyUI's --enable-cors-header; bare flag = "*").
     #[arg(long, num_args = 0..=1, default_missing_value = "*")]
     pub enable_cors_header: Option<String>,
@@ -168,6 +175,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         workshop_workflows: args.workshop_workflows.clone(),
         user_root: base.join("user"),
         max_upload_bytes: (args.max_upload_size * 1024.0 * 1024.0) as usize,
+        lora_upload_bytes: args
+            .allow_lora_upload
+            .then_some((args.max_lora_upload_size * 1024.0 * 1024.0) as u64),
         max_body_bytes: 64 << 20,
         cors_origin: args.enable_cors_header.clone(),
         limits: engine::Limits::default(),

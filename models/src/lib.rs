@@ -9,6 +9,7 @@ pub mod gemma3;
 pub mod ltx2;
 pub mod parity;
 pub mod sampling;
+pub mod validate;
 pub mod weights;
 
 pub use error::{Error, Result};

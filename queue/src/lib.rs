@@ -8,6 +8,7 @@ pub mod backend;
 pub mod conformance;
 pub mod embedded;
 pub mod error;
+pub mod eta;
 pub mod job;
 pub mod layout;
 pub mod redis;

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod disk;
 pub mod error;
+pub mod eta;
 pub mod hub;
 pub mod logs;
 pub mod metrics;
@@ -53,6 +54,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                         state.hub.route(&event);
                     }
                     broadcast_status(&state).await;
+                    eta::send_etas(&state).await;
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub user_root: PathBuf,
     /// Largest upload accepted (bytes).
     pub max_upload_bytes: usize,
+    /// Largest participant LoRA upload (bytes); `None`: LoRA uploads are disabled.
+    pub lora_upload_bytes: Option<u64>,
     /// Largest request body for JSON routes (bytes).
     pub max_body_bytes: usize,
     /// `--enable-cors-header` origin, if set.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Start time.
     pub started: Instant,
+    /// Recent run times for job ETAs.
+    pub eta_history: crate::eta::HistoryCache,
 }
 
 impl AppState {
@@ -62,6 +66,7 @@ impl AppState {
             config,
             hub: Hub::default(),
             started: Instant::now(),
+            eta_history: Default::default(),
         })
     }
 

@@ -36,6 +36,13 @@ function now() {
   return state.data ? state.data.now + (Date.now() - state.fetchedAt) : Date.now();
 }
 
+// A pending job's estimated finish ("in 3 min 5 s"), with its basis as a tooltip.
+function etaCell(j, t) {
+  if (j.eta_finish == null) return el("td", {}, "–");
+  const basis = j.eta_basis ? j.eta_basis.kind + (j.eta_basis.samples ? " (" + j.eta_basis.samples + " runs)" : "") : "";
+  return el("td", { title: basis }, "in " + duration(j.eta_finish * 1000 - t));
+}
+
 function short(id) { return el("code", { title: id }, id.slice(0, 8)); }
 function userName(u) { return u === "" ? "(single user)" : u; }
 
@@ -96,7 +103,7 @@ function renderJobs(d) {
     el("td", {}, j.attempts), el("td", {}, j.cancel_requested ? "cancelling…" : cancelButton(j)))), "Nothing is running.");
   fill("pending", d.pending.map((j) => el("tr", { "data-job": j.id },
     el("td", {}, j.queue_position ?? "–"), el("td", {}, short(j.id)), el("td", {}, userName(j.user)),
-    el("td", {}, duration(t - j.created_at)), el("td", {}, j.priority), el("td", {}, j.attempts),
+    el("td", {}, duration(t - j.created_at)), etaCell(j, t), el("td", {}, j.priority), el("td", {}, j.attempts),
     el("td", {},
       el("button", { "data-action": "prioritize", onclick: () => act("POST", "/api/jobs/" + j.id + "/prioritize") }, "Prioritise"),
       " ", cancelButton(j)))), "The queue is empty.");

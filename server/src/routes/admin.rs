@@ -220,6 +220,15 @@ pub async fn overview(
     let mut finished: Vec<&JobSummary> = jobs.iter().filter(|j| j.state.is_final()).collect();
     finished.sort_by_key(|j| std::cmp::Reverse((j.finished_at, j.seq)));
     let count = |s: JobState| jobs.iter().filter(|j| j.state == s).count();
+    let etas = crate::eta::QueueView::read(&state).await?;
+    let pending_rows: Vec<Value> = queued
+        .iter()
+        .map(|j| {
+            let mut row = job_row(j, positions.get(j.id.as_str()).copied(), now);
+            etas.annotate(&mut row);
+            row
+        })
+        .collect();
     Ok(Json(json!({
         "now": now,
         "backend": backend.name(),
@@ -232,7 +241,7 @@ pub async fn overview(
             "failed": count(JobState::Failed),
             "cancelled": count(JobState::Cancelled),
         },
-        "pending": queued.iter().map(|j| job_row(j, positions.get(j.id.as_str()).copied(), now)).collect::<Vec<_>>(),
+        "pending": pending_rows,
         "running": running,
         "finished": finished.iter().take(RECENT_FINISHED).map(|j| job_row(j, None, now)).collect::<Vec<_>>(),
         "users": users(&jobs, now),

@@ -254,7 +254,8 @@ fn refused(reason: &str) -> ApiError {
     ApiError::status(StatusCode::BAD_REQUEST)
 }
 
-fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
+/// A multipart parsing error as an API error (its own status, e.g. 413 past the body limit).
+pub(crate) fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
     let status = e.status();
     ApiError::message(status, format!("bad upload: {}", e.body_text()))
 }

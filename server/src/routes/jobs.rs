@@ -9,12 +9,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use queue::{Cancelled, Filter, Job, JobState, Policy, scheduler};
+use queue::{Cancelled, Filter, Job, JobState, Policy};
 use serde_json::{Map, Value, json};
 
 use super::require_admin;
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult};
+use crate::eta::QueueView;
 use crate::state::AppState;
 
 /// The history entry of a finished job (ComfyUI's `/history` shape), if it ran.
@@ -184,23 +185,7 @@ pub fn job_item(job: &Job, position: Option<usize>, detail: bool, now: i64) -> V
 
 /// Queue positions (1 = next) of pending jobs under the current policy.
 async fn positions(state: &AppState) -> ApiResult<HashMap<String, usize>> {
-    let pending = state
-        .config
-        .backend
-        .list(&Filter {
-            user: None,
-            states: vec![JobState::Pending],
-        })
-        .await?;
-    let policy = state.config.backend.policy().await?;
-    let refs: Vec<&Job> = pending.iter().collect();
-    Ok(
-        scheduler::projected_order(&refs, policy, &Default::default())
-            .into_iter()
-            .enumerate()
-            .map(|(i, j)| (j.id.clone(), i + 1))
-            .collect(),
-    )
+    Ok(QueueView::read(state).await?.positions)
 }
 
 fn parse_int(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
@@ -288,13 +273,17 @@ pub async fn list(
         jobs.reverse();
     }
     let total = jobs.len();
-    let positions = positions(&state).await?;
+    let view = QueueView::read(&state).await?;
     let now = engine::events::now_ms();
     let page: Vec<Value> = jobs
         .iter()
         .skip(offset)
         .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
-        .map(|j| job_item(j, positions.get(&j.id).copied(), false, now))
+        .map(|j| {
+            let mut item = job_item(j, view.positions.get(&j.id).copied(), false, now);
+            view.annotate(&mut item);
+            item
+        })
         .collect();
     let has_more = offset + page.len() < total;
     Ok(Json(
@@ -317,13 +306,11 @@ pub async fn one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let job = visible_job(&state, &scope, &id).await?;
-    let position = positions(&state).await?.get(&job.id).copied();
-    Ok(Json(job_item(
-        &job,
-        position,
-        true,
-        engine::events::now_ms(),
-    )))
+    let view = QueueView::read(&state).await?;
+    let position = view.positions.get(&job.id).copied();
+    let mut item = job_item(&job, position, true, engine::events::now_ms());
+    view.annotate(&mut item);
+    Ok(Json(item))
 }
 
 /// `POST /api/jobs/{id}/cancel`.

@@ -6,6 +6,7 @@ mod files;
 mod history;
 mod internal;
 mod jobs;
+mod loras;
 mod object_info;
 mod prompt;
 mod queue;
@@ -32,7 +33,7 @@ pub use jobs::{history_entry, job_item};
 /// Routes ComfyUI mounts at both `P` and `/api/P`. Uploads may be as large as
 /// `upload_limit` (ComfyUI's `--max-upload-size`; a declared `Content-Length` beyond it is
 /// answered 413 before any of the body is read); other bodies are limited by the router.
-fn comfy_routes(upload_limit: usize) -> Router<Arc<AppState>> {
+fn comfy_routes(upload_limit: usize, lora_limit: usize) -> Router<Arc<AppState>> {
     Router::new()
         .route("/prompt", get(prompt::status).post(prompt::submit))
         .route("/queue", get(queue::get_queue).post(queue::post_queue))
@@ -58,6 +59,14 @@ fn comfy_routes(upload_limit: usize) -> Router<Arc<AppState>> {
                 .layer(DefaultBodyLimit::max(upload_limit))
                 .layer(middleware::from_fn(move |req, next| {
                     files::refuse_declared_oversize(upload_limit, req, next)
+                })),
+        )
+        .route(
+            "/upload/lora",
+            post(loras::upload_lora)
+                .layer(DefaultBodyLimit::max(lora_limit))
+                .layer(middleware::from_fn(move |req, next| {
+                    files::refuse_declared_oversize(lora_limit, req, next)
                 })),
         )
         .route("/system_stats", get(system::system_stats))
@@ -127,10 +136,19 @@ fn api_only_routes() -> Router<Arc<AppState>> {
 /// The whole application.
 pub fn router(state: Arc<AppState>) -> Router {
     let upload_limit = state.config.max_upload_bytes;
+    // The multipart framing around the file needs a little more than the file's limit.
+    let lora_limit = state.config.lora_upload_bytes.map_or(upload_limit, |n| {
+        usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024)
+    });
     let body_limit = state.config.max_body_bytes;
     let routes = Router::new()
-        .merge(comfy_routes(upload_limit))
-        .nest("/api", comfy_routes(upload_limit).merge(api_only_routes()))
+        .merge(comfy_routes(upload_limit, lora_limit))
+        .nest(
+            "/api",
+            comfy_routes(upload_limit, lora_limit).merge(api_only_routes()),
+        )
         .route("/health", get(system::health))
         .route("/internal/logs", get(internal::logs))
         .route("/internal/logs/raw", get(internal::logs_raw))

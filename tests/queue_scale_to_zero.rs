@@ -1,0 +1,82 @@
+//! Scale to zero with real processes: `comfyrs worker --exit-when-idle` exits (status 0,
+//! deregistered) once the queue has been empty for that long; a job submitted while no worker
+//! exists waits (with no ETA, as nothing can run it), and a newly started worker runs it.
+
+mod queue_common;
+
+use std::time::Duration;
+
+use queue_common::{
+    Client, RedisServer, queue_flags, redis_ready, start_serve, start_worker, workload,
+};
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn wait_workers(client: &Client, n: usize) {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let workers = client.get("/api/workers").await;
+        if workers.as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "workers: {workers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_worker_exits_and_a_new_one_picks_up_the_next_job() {
+    if !redis_ready() {
+        return;
+    }
+    let redis = RedisServer::start().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let mut serve_flags = queue_flags();
+    serve_flags.push("--no-local-worker".into());
+    let serve = start_serve(base.path(), Some(&redis.url()), &serve_flags).await;
+    let client = Client::new(&serve.url, None);
+    let mut worker_flags = queue_flags();
+    worker_flags.extend(["--exit-when-idle".into(), "1.5".into()]);
+
+    let mut first = start_worker(base.path(), &redis.url(), "worker-first", &worker_flags);
+    wait_workers(&client, 1).await;
+    let id = client.submit(workload(300, 3, 1, "zero/one"), None).await;
+    let done = client
+        .wait_job(&id, LONG, |j| j["status"] == "completed")
+        .await;
+    assert!(
+        done["worker"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("-{}-", first.pid()))
+    );
+    let status = first
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the idle worker did not exit:\n{}", first.log()));
+    assert!(status.success(), "{status:?}\n{}", first.log());
+    wait_workers(&client, 0).await;
+
+    // No worker: the job waits, with a position but no ETA.
+    let id = client.submit(workload(300, 3, 2, "zero/two"), None).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let waiting = client.get(&format!("/api/jobs/{id}")).await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(waiting["queue_position"], 1, "{waiting}");
+    assert!(waiting.get("eta_start").is_none(), "{waiting}");
+
+    let mut second = start_worker(base.path(), &redis.url(), "worker-second", &worker_flags);
+    let done = client
+        .wait_job(&id, LONG, |j| j["status"] == "completed")
+        .await;
+    assert!(
+        done["worker"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("-{}-", second.pid()))
+    );
+    assert_eq!(done["attempts"], 1, "{done}");
+    let status = second
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the idle worker did not exit:\n{}", second.log()));
+    assert!(status.success(), "{status:?}");
+}
