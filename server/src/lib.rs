@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod routes;

@@ -51,6 +51,9 @@ pub struct ServerOptions {
     pub frontend: bool,
     /// More command-line arguments.
     pub args: Vec<String>,
+    /// Environment variables set for the process (after the defaults, so `RUST_LOG` may be
+    /// overridden).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -166,6 +169,9 @@ impl Server {
             }
         }
         cmd.args(&self.options.args);
+        for (key, value) in &self.options.env {
+            cmd.env(key, value);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
