@@ -53,9 +53,10 @@ pub struct ServeArgs {
     /// The embedded queue's database (default: <base>/queue.redb; unused with --redis).
     #[arg(long, env = "COMFYRS_QUEUE_DB")]
     pub queue_db: Option<PathBuf>,
-    /// Most pending jobs per user (0 = unlimited).
-    #[arg(long, env = "COMFYRS_MAX_PENDING_PER_USER", default_value_t = 20)]
-    pub max_pending_per_user: usize,
+    /// Most pending jobs per user (0 = unlimited; default 20 with --users, else unlimited as
+    /// in ComfyUI).
+    #[arg(long, env = "COMFYRS_MAX_PENDING_PER_USER")]
+    pub max_pending_per_user: Option<usize>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Finished jobs kept in history.
@@ -81,6 +82,22 @@ pub struct ServeArgs {
     pub paths: PathArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// Pending jobs per user when `--max-pending-per-user` is not given: a workshop's default.
+const WORKSHOP_MAX_PENDING: usize = 20;
+
+impl ServeArgs {
+    /// The pending-jobs limit: the flag, else [`WORKSHOP_MAX_PENDING`] in workshop mode and
+    /// unlimited for a single user.
+    pub fn max_pending_per_user(&self) -> usize {
+        self.max_pending_per_user
+            .unwrap_or(if self.users.is_some() {
+                WORKSHOP_MAX_PENDING
+            } else {
+                0
+            })
+    }
 }
 
 /// Per-participant limits (the instructor and single-user mode are exempt; 0 turns one off).
@@ -184,7 +201,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.queue.check()?;
     let queue_config = args
         .queue
-        .config(args.max_history, args.max_pending_per_user);
+        .config(args.max_history, args.max_pending_per_user());
     let backend: Arc<dyn Backend> = match &args.queue.redis {
         Some(url) => args.queue.connect_redis(url, queue_config).await?,
         None => {
