@@ -4,6 +4,8 @@
 //! Each target takes arbitrary bytes and must neither panic nor allocate without bound; the
 //! path targets also assert that every path they accept stays inside its folder.
 
+pub mod json_mutate;
+
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use comfyrs_fuzz::{TARGETS, Target};
+use comfyrs_fuzz::{TARGETS, Target, json_mutate};
 
 /// Largest single allocation allowed (libFuzzer's `-malloc_limit_mb` plays this role).
 const MALLOC_LIMIT: usize = 512 << 20;
@@ -131,6 +131,12 @@ impl Rng {
     }
 }
 
+impl json_mutate::Random for Rng {
+    fn below(&mut self, n: usize) -> usize {
+        Rng::below(self, n)
+    }
+}
+
 /// Tokens that reach the interesting branches of JSON, paths and multipart bodies.
 const TOKENS: &[&str] = &[
     "..",
@@ -207,7 +213,8 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                input[i] = b"\0\xff\"{[\\./\x80:,0"[rng.below(13)];
+                let bytes = b"\0\xff\"{[\\./\x80:,0";
+                input[i] = bytes[rng.below(bytes.len())];
             }
             2 if len > 0 => {
                 let start = rng.below(len);
@@ -291,9 +298,18 @@ fn hash(data: &[u8]) -> u64 {
 }
 
 /// Runs one input; `Err` names what went wrong.
-fn run_one(target: &Target, input: &[u8], last_input: &Path, max: Duration) -> Result<(), String> {
+fn run_one(
+    target: &Target,
+    input: &[u8],
+    last_input: &mut std::fs::File,
+    max: Duration,
+) -> Result<(), String> {
     // Kept on disk while it runs: a stack overflow or an abort leaves it behind to replay.
-    let _ = std::fs::write(last_input, input);
+    use std::io::{Seek, Write};
+    let _ = last_input
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| last_input.write_all(input))
+        .and_then(|()| last_input.set_len(input.len() as u64));
     let start = Instant::now();
     let outcome = std::panic::catch_unwind(|| (target.run)(input));
     let took = start.elapsed();
@@ -309,7 +325,9 @@ fn fuzz_target(target: &Target, args: &Args) -> Result<u64, String> {
     let corpus_dir = fuzz_dir().join("corpus").join(target.name);
     let artifacts = fuzz_dir().join("artifacts").join(target.name);
     std::fs::create_dir_all(&artifacts).map_err(|e| format!("{}: {e}", artifacts.display()))?;
-    let last_input = artifacts.join("last-input");
+    let last_input_path = artifacts.join("last-input");
+    let mut last_input = std::fs::File::create(&last_input_path)
+        .map_err(|e| format!("{}: {e}", last_input_path.display()))?;
     let mut corpus = read_dir_files(&corpus_dir);
     let known_crashes = read_dir_files(&artifacts);
     if corpus.is_empty() {
@@ -323,22 +341,32 @@ fn fuzz_target(target: &Target, args: &Args) -> Result<u64, String> {
     };
     let mut runs = 0u64;
     for input in corpus.iter().chain(&known_crashes) {
-        run_one(target, input, &last_input, max).map_err(|why| fail(input, why))?;
+        run_one(target, input, &mut last_input, max).map_err(|why| fail(input, why))?;
         runs += 1;
     }
     let mut rng = Rng((args.seed ^ hash(target.name.as_bytes())) | 1);
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     while Instant::now() < deadline {
         let mut input = corpus[rng.below(corpus.len())].clone();
-        mutate(&mut rng, &mut input, &corpus);
-        run_one(target, &input, &last_input, max).map_err(|why| fail(&input, why))?;
+        let doc = (rng.below(2) == 0)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&input).ok())
+            .flatten();
+        match doc {
+            Some(mut doc) => {
+                json_mutate::mutate(&mut rng, &mut doc);
+                input = serde_json::to_vec(&doc).unwrap_or(input);
+            }
+            None => mutate(&mut rng, &mut input, &corpus),
+        }
+        run_one(target, &input, &mut last_input, max).map_err(|why| fail(&input, why))?;
         runs += 1;
         // Keep some mutants as new parents, so mutations stack up over the run.
         if rng.below(64) == 0 && corpus.len() < 4096 {
             corpus.push(input);
         }
     }
-    let _ = std::fs::remove_file(&last_input);
+    drop(last_input);
+    let _ = std::fs::remove_file(&last_input_path);
     Ok(runs)
 }
 
