@@ -1,4 +1,4 @@
-//! Regression (found while fuzzing the converter): a chain of bypassed nodes is resolved
+//! Regression (a crafted input, found while fuzzing the converter): a chain of bypassed nodes is resolved
 //! recursively, and 20 000 of them overflowed the stack of `comfyrs run`. Conversion now runs
 //! on a large stack of its own and refuses workflows over `MAX_NODES` nodes.
 

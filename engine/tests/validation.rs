@@ -391,7 +391,7 @@ fn chain(n: usize) -> Value {
     Value::Object(prompt)
 }
 
-/// Regression (found by fuzz/ prompt_validate): a chain as deep as the depth limit overflowed
+/// Regression (a crafted input replayed by the fuzz runner): a chain as deep as the depth limit overflowed
 /// the 2 MiB stack of the server's blocking threads and aborted the whole server.
 #[test]
 fn deepest_chain_validates_on_a_small_stack() {

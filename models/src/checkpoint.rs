@@ -191,4 +191,27 @@ mod tests {
         std::fs::write(&path, b"\x02\x00\x00\x00\x00\x00\x00\x00[]").unwrap();
         assert!(CheckpointHeader::read(&path).is_err());
     }
+
+    #[test]
+    fn parses_headers_from_memory_and_refuses_bad_lengths() {
+        let path = crate::parity::model_path("ltx2-tiny.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let from_file = CheckpointHeader::read(&path).unwrap();
+        let from_bytes = CheckpointHeader::from_bytes(&path, &bytes).unwrap();
+        assert_eq!(from_file.tensors, from_bytes.tensors);
+        assert_eq!(from_file.metadata, from_bytes.metadata);
+        let name = Path::new("x.safetensors");
+        for bad in [
+            &b""[..],
+            b"\x01\x00\x00",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff{}",
+            b"\xf8\xff\xff\xff\xff\xff\xff\xff{}",
+            b"\x03\x00\x00\x00\x00\x00\x00\x00{}",
+        ] {
+            assert!(CheckpointHeader::from_bytes(name, bad).is_err(), "{bad:?}");
+        }
+        let empty =
+            CheckpointHeader::from_bytes(name, b"\x02\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+        assert!(empty.tensors.is_empty());
+    }
 }

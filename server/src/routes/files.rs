@@ -483,3 +483,77 @@ fn safetensors_metadata(path: &FsPath) -> Option<Value> {
     let json: Value = serde_json::from_slice(&header).ok()?;
     json.get("__metadata__").cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn view_targets_stay_in_the_users_folders() {
+        let dirs = Dirs::under(FsPath::new("/data/users/ann"));
+        let ok = view_target(
+            &dirs,
+            &params(&[("filename", "a.png"), ("subfolder", "x/y")]),
+        );
+        assert_eq!(
+            ok,
+            Ok((
+                PathBuf::from("/data/users/ann/output/x/y/a.png"),
+                "a.png".into()
+            ))
+        );
+        let annotated = view_target(&dirs, &params(&[("filename", "b.png [input]")]));
+        assert_eq!(
+            annotated.unwrap().0,
+            PathBuf::from("/data/users/ann/input/b.png")
+        );
+        for (pairs, status) in [
+            (vec![], StatusCode::NOT_FOUND),
+            (vec![("filename", "../a.png")], StatusCode::BAD_REQUEST),
+            (vec![("filename", "/etc/passwd")], StatusCode::BAD_REQUEST),
+            (
+                vec![("filename", "a.png"), ("type", "models")],
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                vec![("filename", "a.png"), ("subfolder", "../bob")],
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                vec![("filename", "a.png"), ("subfolder", "/etc")],
+                StatusCode::FORBIDDEN,
+            ),
+        ] {
+            assert_eq!(
+                view_target(&dirs, &params(&pairs)),
+                Err(status),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn upload_targets_refuse_paths_in_names_and_escaping_subfolders() {
+        let base = FsPath::new("/data/users/ann/input");
+        let (folder, name) = upload_target(base, "sub", "a.png").unwrap();
+        assert_eq!(folder.join(name), base.join("sub/a.png"));
+        for (sub, name) in [
+            ("", "../a.png"),
+            ("", ".hidden"),
+            ("", "a\\b.png"),
+            ("", "x/a.png"),
+            ("", ""),
+            ("..", "a.png"),
+            ("/tmp", "a.png"),
+        ] {
+            assert!(upload_target(base, sub, name).is_err(), "{sub:?} {name:?}");
+        }
+    }
+}
