@@ -154,6 +154,9 @@ async fn rig(kind: Kind, workers: usize, people: &[User], users_file: &std::path
     .map(String::from)
     .to_vec();
     let mut serve_flags = flags.clone();
+    // The load is the point here: no per-user pending or rate limits.
+    serve_flags
+        .extend(["--max-pending-per-user", "0", "--prompts-per-minute", "0"].map(String::from));
     let mut procs = Vec::new();
     let url = redis.as_ref().map(RedisServer::url);
     match (&url, workers) {

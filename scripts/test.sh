@@ -23,3 +23,8 @@ export COMFYRS_TEST_PYTHON="$(cd "$venv" && pwd)/bin/python"
 # fails the run instead of skipping its test.
 export COMFYRS_E2E=1
 cargo test --workspace --all-targets --locked
+# Fuzzing, bounded (docs/security.md): the stable runner replays every target's corpus, then
+# mutates it for COMFYRS_FUZZ_SECONDS per target (6 targets), in its own target dir.
+fuzz_seconds="${COMFYRS_FUZZ_SECONDS:-20}"
+(cd fuzz && CARGO_TARGET_DIR="$(cd .. && mkdir -p "$target" && cd "$target" && pwd)/fuzz" \
+  cargo run --release --locked --bin fuzz-stable -- all --seconds "$fuzz_seconds")

@@ -12,6 +12,7 @@ use clap::Args;
 use engine::Engine;
 use queue::{Backend, Embedded, Layout, Worker, WorkerOptions};
 use server::auth::Users;
+use server::limits::UserLimits;
 use server::{AppState, ServerConfig};
 use tokio::sync::watch;
 
@@ -59,9 +60,12 @@ pub struct ServeArgs {
     /// The embedded queue's database (default: <base>/queue.redb; unused with --redis).
     #[arg(long, env = "COMFYRS_QUEUE_DB")]
     pub queue_db: Option<PathBuf>,
-    /// Most pending jobs per user (0 = unlimited).
-    #[arg(long, env = "COMFYRS_MAX_PENDING_PER_USER", default_value_t = 0)]
-    pub max_pending_per_user: usize,
+    /// Most pending jobs per user (0 = unlimited; default 20 with --users, else unlimited as
+    /// in ComfyUI).
+    #[arg(long, env = "COMFYRS_MAX_PENDING_PER_USER")]
+    pub max_pending_per_user: Option<usize>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Finished jobs kept in history.
     #[arg(long, env = "COMFYRS_MAX_HISTORY", default_value_t = 10_000)]
     pub max_history: usize,
@@ -96,6 +100,87 @@ pub struct ServeArgs {
     pub paths: PathArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// Pending jobs per user when `--max-pending-per-user` is not given: a workshop's default.
+const WORKSHOP_MAX_PENDING: usize = 20;
+
+impl ServeArgs {
+    /// The pending-jobs limit: the flag, else [`WORKSHOP_MAX_PENDING`] in workshop mode and
+    /// unlimited for a single user.
+    pub fn max_pending_per_user(&self) -> usize {
+        self.max_pending_per_user
+            .unwrap_or(if self.users.is_some() {
+                WORKSHOP_MAX_PENDING
+            } else {
+                0
+            })
+    }
+}
+
+/// Per-participant limits (the instructor and single-user mode are exempt; 0 turns one off).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest `POST /prompt` body in MB.
+    #[arg(long, env = "COMFYRS_MAX_PROMPT_MB", default_value_t = 8.0)]
+    pub max_prompt_mb: f64,
+    /// Most nodes in a prompt (applies to everyone).
+    #[arg(long, env = "COMFYRS_MAX_PROMPT_NODES", default_value_t = 5000)]
+    pub max_prompt_nodes: usize,
+    /// Largest width or height a prompt may ask for.
+    #[arg(long, env = "COMFYRS_MAX_DIMENSION", default_value_t = 4096)]
+    pub max_dimension: u64,
+    /// Largest frame count (`length`, `frames_number`) a prompt may ask for.
+    #[arg(long, env = "COMFYRS_MAX_FRAMES", default_value_t = 1025)]
+    pub max_frames: u64,
+    /// Largest batch size a prompt may ask for.
+    #[arg(long, env = "COMFYRS_MAX_BATCH", default_value_t = 16)]
+    pub max_batch: u64,
+    /// Output disk per user in GB; new prompts are refused once it is full.
+    #[arg(long, env = "COMFYRS_MAX_OUTPUT_GB", default_value_t = 20.0)]
+    pub max_output_gb: f64,
+    /// Prompts a user may submit per minute.
+    #[arg(long, env = "COMFYRS_PROMPTS_PER_MINUTE", default_value_t = 60)]
+    pub prompts_per_minute: u32,
+    /// Failed logins per user name and per client address before logins are refused (429)
+    /// for `--login-window` seconds (applies to everyone).
+    #[arg(long, env = "COMFYRS_MAX_LOGIN_FAILURES", default_value_t = 10)]
+    pub max_login_failures: u32,
+    /// The window failed logins are counted in (seconds).
+    #[arg(long, env = "COMFYRS_LOGIN_WINDOW", default_value_t = 300)]
+    pub login_window: u64,
+    /// WebSocket connections a user may hold at once.
+    #[arg(long, env = "COMFYRS_MAX_SOCKETS_PER_USER", default_value_t = 16)]
+    pub max_sockets_per_user: usize,
+}
+
+impl LimitArgs {
+    /// The server's per-user limits.
+    pub fn user_limits(&self) -> UserLimits {
+        UserLimits {
+            max_prompt_bytes: (self.max_prompt_mb.max(0.0) * 1024.0 * 1024.0) as usize,
+            max_dimension: self.max_dimension,
+            max_frames: self.max_frames,
+            max_batch: self.max_batch,
+            max_output_bytes: (self.max_output_gb.max(0.0) * (1u64 << 30) as f64) as u64,
+            prompts_per_minute: self.prompts_per_minute,
+            max_login_failures: self.max_login_failures,
+            login_window: std::time::Duration::from_secs(self.login_window),
+            max_sockets_per_user: self.max_sockets_per_user,
+        }
+    }
+
+    /// The validation limits.
+    pub fn prompt_limits(&self) -> engine::Limits {
+        let max_nodes = match self.max_prompt_nodes {
+            0 => usize::MAX,
+            n => n,
+        };
+        engine::Limits {
+            max_nodes,
+            ..engine::Limits::default()
+        }
+    }
 }
 
 /// The node registry for a process.
@@ -134,7 +219,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.queue.check()?;
     let queue_config = args
         .queue
-        .config(args.max_history, args.max_pending_per_user);
+        .config(args.max_history, args.max_pending_per_user());
     let backend: Arc<dyn Backend> = match &args.queue.redis {
         Some(url) => args.queue.connect_redis(url, queue_config).await?,
         None => {
@@ -180,7 +265,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .then_some((args.max_lora_upload_size * 1024.0 * 1024.0) as u64),
         max_body_bytes: 64 << 20,
         cors_origin: args.enable_cors_header.clone(),
-        limits: engine::Limits::default(),
+        limits: args.limits.prompt_limits(),
+        user_limits: args.limits.user_limits(),
         argv: std::env::args().collect(),
         devices: args.devices.clone(),
         min_free_disk_bytes: server::disk::gb_to_bytes(args.min_free_disk_gb),

@@ -120,9 +120,42 @@ struct Verdict {
     errors: Vec<ErrorInfo>,
 }
 
+/// Stack for validation: it recurses along links, up to [`Limits::max_depth`] deep, a few KB a
+/// level (more than the 2 MiB of tokio's blocking threads, where the server validates).
+const VALIDATION_STACK_BYTES: usize = 64 << 20;
+
 /// Validates an API prompt against the registry, as ComfyUI's `validate_prompt` does.
-/// `partial` restricts the outputs (`partial_execution_targets`).
+/// `partial` restricts the outputs (`partial_execution_targets`). Runs on a thread of its own
+/// with a [`VALIDATION_STACK_BYTES`] stack, so the deepest chain the limits allow cannot
+/// overflow the caller's stack.
 pub fn validate_prompt(
+    registry: &Registry,
+    env: &Env,
+    prompt: &Json,
+    partial: Option<&[String]>,
+    limits: &Limits,
+) -> Result<Validated, PromptError> {
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("validate".into())
+            .stack_size(VALIDATION_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                validate_on_this_stack(registry, env, prompt, partial, limits)
+            });
+        match spawned {
+            Ok(handle) => match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(e) => {
+                tracing::warn!("cannot start a validation thread ({e}); validating in place");
+                validate_on_this_stack(registry, env, prompt, partial, limits)
+            }
+        }
+    })
+}
+
+fn validate_on_this_stack(
     registry: &Registry,
     env: &Env,
     prompt: &Json,

@@ -370,3 +370,45 @@ fn javascript_rounded_big_ints_print_their_digits() {
         "Value 18446744073709552000 bigger than max of 16384"
     );
 }
+
+/// `EmptyImage -> ImageInvert x (n - 2) -> PreviewImage`: a chain of links `n` nodes deep.
+fn chain(n: usize) -> Value {
+    let mut prompt = serde_json::Map::new();
+    prompt.insert(
+        "1".into(),
+        json!({"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}),
+    );
+    for i in 2..n {
+        prompt.insert(
+            i.to_string(),
+            json!({"class_type": "ImageInvert", "inputs": {"image": [(i - 1).to_string(), 0]}}),
+        );
+    }
+    prompt.insert(
+        n.to_string(),
+        json!({"class_type": "PreviewImage", "inputs": {"images": [(n - 1).to_string(), 0]}}),
+    );
+    Value::Object(prompt)
+}
+
+/// Regression (a crafted input replayed by the fuzz runner): a chain as deep as the depth limit overflowed
+/// the 2 MiB stack of the server's blocking threads and aborted the whole server.
+#[test]
+fn deepest_chain_validates_on_a_small_stack() {
+    let worker = std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let f = fixture();
+            f.engine
+                .validate(&f.env, &chain(999), None)
+                .expect("999 nodes deep is within the limit");
+            let err = f
+                .engine
+                .validate(&f.env, &chain(1500), None)
+                .expect_err("1500 nodes deep is over the depth limit");
+            err.to_json()
+        })
+        .unwrap();
+    let err = worker.join().expect("validation did not crash");
+    assert!(err.to_string().contains("recursion"), "{err}");
+}

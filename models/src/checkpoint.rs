@@ -44,16 +44,37 @@ impl CheckpointHeader {
         let file_len = file.metadata().map_err(io)?.len();
         let mut len_bytes = [0u8; 8];
         file.read_exact(&mut len_bytes).map_err(io)?;
+        let header_len = Self::header_len(path, len_bytes, file_len)?;
+        let mut header = vec![0u8; header_len];
+        file.read_exact(&mut header).map_err(io)?;
+        Self::parse(path, &header)
+    }
+
+    /// Parses the header of a safetensors file held in memory (`bytes` is the file, or at least
+    /// its length prefix and header); `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let Some((len_bytes, rest)) = bytes.split_first_chunk::<8>() else {
+            return Err(Error::Checkpoint(format!(
+                "{}: not a safetensors file ({} bytes)",
+                path.display(),
+                bytes.len()
+            )));
+        };
+        let header_len = Self::header_len(path, *len_bytes, bytes.len() as u64)?;
+        Self::parse(path, &rest[..header_len])
+    }
+
+    /// The header length the 8-byte prefix declares, refused when it exceeds
+    /// [`MAX_HEADER_BYTES`] or the file.
+    fn header_len(path: &Path, len_bytes: [u8; 8], file_len: u64) -> Result<usize> {
         let header_len = u64::from_le_bytes(len_bytes);
-        if header_len > MAX_HEADER_BYTES || header_len + 8 > file_len {
+        if header_len > MAX_HEADER_BYTES || header_len.saturating_add(8) > file_len {
             return Err(Error::Checkpoint(format!(
                 "{}: not a safetensors file (header length {header_len}, file length {file_len})",
                 path.display()
             )));
         }
-        let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header).map_err(io)?;
-        Self::parse(path, &header)
+        Ok(header_len as usize)
     }
 
     fn parse(path: &Path, header: &[u8]) -> Result<Self> {
@@ -169,5 +190,28 @@ mod tests {
         ));
         std::fs::write(&path, b"\x02\x00\x00\x00\x00\x00\x00\x00[]").unwrap();
         assert!(CheckpointHeader::read(&path).is_err());
+    }
+
+    #[test]
+    fn parses_headers_from_memory_and_refuses_bad_lengths() {
+        let path = crate::parity::model_path("ltx2-tiny.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let from_file = CheckpointHeader::read(&path).unwrap();
+        let from_bytes = CheckpointHeader::from_bytes(&path, &bytes).unwrap();
+        assert_eq!(from_file.tensors, from_bytes.tensors);
+        assert_eq!(from_file.metadata, from_bytes.metadata);
+        let name = Path::new("x.safetensors");
+        for bad in [
+            &b""[..],
+            b"\x01\x00\x00",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff{}",
+            b"\xf8\xff\xff\xff\xff\xff\xff\xff{}",
+            b"\x03\x00\x00\x00\x00\x00\x00\x00{}",
+        ] {
+            assert!(CheckpointHeader::from_bytes(name, bad).is_err(), "{bad:?}");
+        }
+        let empty =
+            CheckpointHeader::from_bytes(name, b"\x02\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+        assert!(empty.tensors.is_empty());
     }
 }

@@ -84,7 +84,16 @@ impl ApiError {
 impl From<queue::Error> for ApiError {
     fn from(e: queue::Error) -> Self {
         match e {
-            queue::Error::Paused | queue::Error::TooManyPending(_) => ApiError::json(
+            queue::Error::TooManyPending(n) => crate::limits::refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending",
+                "Too many queued prompts",
+                &format!(
+                    "You already have {n} prompts waiting; wait for some to finish before queueing more"
+                ),
+                json!({"pending": n}),
+            ),
+            queue::Error::Paused => ApiError::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": {"type": "queue_refused", "message": e.to_string(), "details": "", "extra_info": {}}, "node_errors": {}}),
             ),

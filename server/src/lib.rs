@@ -7,6 +7,7 @@ pub mod disk;
 pub mod error;
 pub mod eta;
 pub mod hub;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod routes;

@@ -10,6 +10,7 @@ use queue::{Backend, Layout};
 
 use crate::auth::{Scope, Users};
 use crate::hub::Hub;
+use crate::limits::{Guards, UserLimits};
 
 /// Everything `comfyrs serve` is configured with.
 pub struct ServerConfig {
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub cors_origin: Option<String>,
     /// Prompt size limits.
     pub limits: engine::Limits,
+    /// Per-user limits (they bind participants; admins and single-user mode are exempt).
+    pub user_limits: UserLimits,
     /// The command line, reported by `/system_stats`.
     pub argv: Vec<String>,
     /// Device names for `/system_stats`.
@@ -57,12 +60,15 @@ pub struct AppState {
     pub started: Instant,
     /// Recent run times for job ETAs.
     pub eta_history: crate::eta::HistoryCache,
+    /// Rate counters for the per-user limits.
+    pub guards: Guards,
 }
 
 impl AppState {
     /// State for a configuration.
     pub fn new(config: ServerConfig) -> Arc<Self> {
         Arc::new(Self {
+            guards: Guards::new(&config.user_limits),
             config,
             hub: Hub::default(),
             started: Instant::now(),

@@ -53,6 +53,9 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// The data directory (default: `data/` in the server's temporary folder).
     pub data_dir: Option<PathBuf>,
+    /// Environment variables set for the process (after the defaults, so `RUST_LOG` may be
+    /// overridden).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -168,6 +171,9 @@ impl Server {
             }
         }
         cmd.args(&self.options.args);
+        for (key, value) in &self.options.env {
+            cmd.env(key, value);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

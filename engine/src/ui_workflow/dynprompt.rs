@@ -3,8 +3,8 @@
 //! `//` and `/* */` comments are removed and each `{a|b|c}` becomes one of its options, chosen
 //! at random (nested braces allowed, `\` escapes the next character and is kept).
 
-/// Picks one of `n` options (`n >= 1`).
-pub trait Chooser {
+/// Picks one of `n` options (`n >= 1`). `Send`: conversion runs on a thread of its own.
+pub trait Chooser: Send {
     /// An index in `0..n`.
     fn choose(&mut self, n: usize) -> usize;
 }

@@ -83,6 +83,55 @@ pub fn to_api_prompt(
     object_info: &Map<String, Json>,
     options: Options,
 ) -> Result<Map<String, Json>, UiWorkflowError> {
+    let nodes = count_nodes(workflow);
+    if nodes > MAX_NODES {
+        return Err(UiWorkflowError::Invalid(format!(
+            "{nodes} nodes (with subgraph definitions); at most {MAX_NODES} are converted"
+        )));
+    }
+    // Links are resolved recursively (through reroutes, bypassed nodes and subgraph
+    // boundaries), as deep as the longest chain: a thread with a large stack holds them.
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("ui-workflow".into())
+            .stack_size(CONVERSION_STACK_BYTES)
+            .spawn_scoped(scope, || convert(workflow, object_info, options));
+        match spawned {
+            Ok(handle) => match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(e) => Err(UiWorkflowError::Invalid(format!(
+                "cannot start the conversion thread: {e}"
+            ))),
+        }
+    })
+}
+
+/// Most nodes (root and subgraph definitions together) a workflow may have.
+pub const MAX_NODES: usize = 20_000;
+
+/// Stack for the conversion: enough for a chain through [`MAX_NODES`] nodes.
+const CONVERSION_STACK_BYTES: usize = 256 << 20;
+
+/// Nodes of a graph and of its subgraph definitions (nested ones too).
+fn count_nodes(graph: &Json) -> usize {
+    let own = graph
+        .get("nodes")
+        .and_then(Json::as_array)
+        .map_or(0, Vec::len);
+    let subgraphs = graph
+        .pointer("/definitions/subgraphs")
+        .and_then(Json::as_array)
+        .map_or(0, |defs| defs.iter().map(count_nodes).sum());
+    own + subgraphs
+}
+
+fn convert(
+    workflow: &Json,
+    object_info: &Map<String, Json>,
+    options: Options,
+) -> Result<Map<String, Json>, UiWorkflowError> {
     let wf = Workflow::parse(workflow)?;
     let graphs = Graphs::build(&wf, object_info)?;
     emit::Emitter {

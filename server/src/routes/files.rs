@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use nodes::env::{safe_join, split_annotation};
+use nodes::env::{Dirs, safe_join, split_annotation};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -28,30 +28,8 @@ pub async fn view(
     Query(params): Query<HashMap<String, String>>,
     req: Request,
 ) -> ApiResult<Response> {
-    // Errors are bare statuses, as ComfyUI's `view_image` answers them.
-    let Some(raw_name) = params.get("filename") else {
-        return Err(ApiError::status(StatusCode::NOT_FOUND));
-    };
-    let (name, annotated) = split_annotation(raw_name);
-    let kind = annotated
-        .map(str::to_string)
-        .or_else(|| params.get("type").cloned())
-        .unwrap_or_else(|| "output".into());
-    if name.is_empty() || name.starts_with('/') || name.contains("..") || name.contains('\\') {
-        return Err(ApiError::status(StatusCode::BAD_REQUEST));
-    }
     let env = state.env(&scope);
-    let Some(base) = env.dirs.for_type(&kind) else {
-        return Err(ApiError::status(StatusCode::BAD_REQUEST));
-    };
-    let subfolder = params.get("subfolder").map(String::as_str).unwrap_or("");
-    let folder =
-        safe_join(base, subfolder).ok_or_else(|| ApiError::status(StatusCode::FORBIDDEN))?;
-    let file_name = FsPath::new(name)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let path = folder.join(&file_name);
+    let (path, file_name) = view_target(&env.dirs, &params).map_err(ApiError::status)?;
     if !path.is_file() {
         return Err(ApiError::status(StatusCode::NOT_FOUND));
     }
@@ -73,6 +51,37 @@ pub async fn view(
         return Ok(response);
     }
     serve_file(&path, &file_name, req.headers()).await
+}
+
+/// Where `/view` looks for a file: the user's `type` folder (or the one the filename's
+/// `[output]`-style annotation names), joined with `subfolder` and the filename's last part.
+/// Errors are bare statuses, as ComfyUI's `view_image` answers them: 404 without a filename,
+/// 400 for a name with a path or an unknown type, 403 for a subfolder leaving the folder.
+/// Pure: nothing is read from the disk.
+pub fn view_target(
+    dirs: &Dirs,
+    params: &HashMap<String, String>,
+) -> Result<(PathBuf, String), StatusCode> {
+    let Some(raw_name) = params.get("filename") else {
+        return Err(StatusCode::NOT_FOUND);
+    };
+    let (name, annotated) = split_annotation(raw_name);
+    let kind = annotated
+        .or_else(|| params.get("type").map(String::as_str))
+        .unwrap_or("output");
+    if name.is_empty() || name.starts_with('/') || name.contains("..") || name.contains('\\') {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let Some(base) = dirs.for_type(kind) else {
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    let subfolder = params.get("subfolder").map(String::as_str).unwrap_or("");
+    let folder = safe_join(base, subfolder).ok_or(StatusCode::FORBIDDEN)?;
+    let file_name = FsPath::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    Ok((folder.join(&file_name), file_name))
 }
 
 /// Serves a file with range support and ComfyUI's safety headers.
@@ -205,14 +214,35 @@ pub async fn refuse_declared_oversize(limit: usize, req: Request, next: Next) ->
     next.run(req).await
 }
 
-/// The fields of an upload form.
-struct Upload {
-    file_name: String,
-    bytes: Bytes,
-    kind: String,
-    subfolder: String,
-    overwrite: bool,
-    original_ref: Option<Value>,
+/// The fields of an upload form (`/upload/image`, `/upload/mask`).
+#[derive(Debug)]
+pub struct Upload {
+    /// The file part's file name, as sent.
+    pub file_name: String,
+    /// The file's bytes.
+    pub bytes: Bytes,
+    /// `type`: `input` (default), `temp` or `output`.
+    pub kind: String,
+    /// `subfolder`, as sent.
+    pub subfolder: String,
+    /// `overwrite`.
+    pub overwrite: bool,
+    /// `original_ref` (masks), when it is JSON.
+    pub original_ref: Option<Value>,
+}
+
+/// Parses a complete upload body (`multipart/form-data` with `content_type`'s boundary);
+/// `field_name` is the file part (`image`). The routes read the same form from the request.
+pub async fn parse_upload(content_type: &str, body: Bytes, field_name: &str) -> ApiResult<Upload> {
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let form = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    read_upload(form, field_name).await
 }
 
 async fn read_upload(mut form: Multipart, field_name: &str) -> ApiResult<Upload> {
@@ -260,18 +290,27 @@ pub(crate) fn multipart_error(e: &axum::extract::multipart::MultipartError) -> A
     ApiError::message(status, format!("bad upload: {}", e.body_text()))
 }
 
+/// The folder and file name an upload asks for, checked: the subfolder stays inside `base` and
+/// the name is a plain file name (`../evil.png`, `.hidden` and `a\b` are refused, as ComfyUI
+/// refuses names that leave the folder). Pure: nothing is read from or written to the disk.
+pub fn upload_target(
+    base: &FsPath,
+    subfolder: &str,
+    file_name: &str,
+) -> ApiResult<(PathBuf, String)> {
+    let folder =
+        safe_join(base, subfolder).ok_or_else(|| refused("subfolder outside the folder"))?;
+    let plain = FsPath::new(file_name).file_name().and_then(|n| n.to_str()) == Some(file_name);
+    if !plain || file_name.starts_with('.') || file_name.contains('\\') {
+        return Err(refused("invalid file name"));
+    }
+    Ok((folder, file_name.to_string()))
+}
+
 /// The folder and final name for an upload (ComfyUI's `image_upload`): without overwrite, an
 /// identical existing file is reused and a different one gets `name (1).ext`, `name (2).ext`...
 fn place_upload(base: &FsPath, upload: &Upload) -> ApiResult<(PathBuf, String, bool)> {
-    let folder = safe_join(base, &upload.subfolder)
-        .ok_or_else(|| refused("subfolder outside the folder"))?;
-    // A name with a path in it (`../evil.png`) is refused, as ComfyUI refuses one that
-    // leaves the folder.
-    let raw = upload.file_name.clone();
-    let plain = FsPath::new(&raw).file_name().and_then(|n| n.to_str()) == Some(raw.as_str());
-    if !plain || raw.starts_with('.') || raw.contains('\\') {
-        return Err(refused("invalid file name"));
-    }
+    let (folder, raw) = upload_target(base, &upload.subfolder, &upload.file_name)?;
     std::fs::create_dir_all(&folder).map_err(ApiError::internal)?;
     if upload.overwrite {
         return Ok((folder, raw, true));
@@ -444,4 +483,78 @@ fn safetensors_metadata(path: &FsPath) -> Option<Value> {
     file.read_exact(&mut header).ok()?;
     let json: Value = serde_json::from_slice(&header).ok()?;
     json.get("__metadata__").cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn view_targets_stay_in_the_users_folders() {
+        let dirs = Dirs::under(FsPath::new("/data/users/ann"));
+        let ok = view_target(
+            &dirs,
+            &params(&[("filename", "a.png"), ("subfolder", "x/y")]),
+        );
+        assert_eq!(
+            ok,
+            Ok((
+                PathBuf::from("/data/users/ann/output/x/y/a.png"),
+                "a.png".into()
+            ))
+        );
+        let annotated = view_target(&dirs, &params(&[("filename", "b.png [input]")]));
+        assert_eq!(
+            annotated.unwrap().0,
+            PathBuf::from("/data/users/ann/input/b.png")
+        );
+        for (pairs, status) in [
+            (vec![], StatusCode::NOT_FOUND),
+            (vec![("filename", "../a.png")], StatusCode::BAD_REQUEST),
+            (vec![("filename", "/etc/passwd")], StatusCode::BAD_REQUEST),
+            (
+                vec![("filename", "a.png"), ("type", "models")],
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                vec![("filename", "a.png"), ("subfolder", "../bob")],
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                vec![("filename", "a.png"), ("subfolder", "/etc")],
+                StatusCode::FORBIDDEN,
+            ),
+        ] {
+            assert_eq!(
+                view_target(&dirs, &params(&pairs)),
+                Err(status),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn upload_targets_refuse_paths_in_names_and_escaping_subfolders() {
+        let base = FsPath::new("/data/users/ann/input");
+        let (folder, name) = upload_target(base, "sub", "a.png").unwrap();
+        assert_eq!(folder.join(name), base.join("sub/a.png"));
+        for (sub, name) in [
+            ("", "../a.png"),
+            ("", ".hidden"),
+            ("", "a\\b.png"),
+            ("", "x/a.png"),
+            ("", ""),
+            ("..", "a.png"),
+            ("/tmp", "a.png"),
+        ] {
+            assert!(upload_target(base, sub, name).is_err(), "{sub:?} {name:?}");
+        }
+    }
 }

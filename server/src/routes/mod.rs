@@ -2,7 +2,7 @@
 //! `/api/<route>` as ComfyUI does, behind the middleware that decides the request's [`Scope`].
 
 mod admin;
-mod files;
+pub mod files;
 mod history;
 mod internal;
 mod jobs;
@@ -13,7 +13,7 @@ mod queue;
 mod static_files;
 mod system;
 mod userdata;
-mod ws;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -192,13 +192,23 @@ async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next:
         req.extensions_mut().insert(Scope::single_user());
         return next.run(req).await;
     };
-    let actor = req
+    let credentials = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(parse_basic)
-        .and_then(|(name, password)| users.verify(&name, &password).cloned());
-    let Some(actor) = actor else {
+        .and_then(parse_basic);
+    let Some((name, password)) = credentials else {
+        return unauthorized();
+    };
+    let addr = client_addr(&req);
+    if let Err(response) = login_allowed(&state, &name, &addr) {
+        return response;
+    }
+    let Some(actor) = users.verify(&name, &password).cloned() else {
+        state.guards.login_names.record(&name);
+        state.guards.login_addrs.record(&addr);
+        // The name is logged, never the password.
+        tracing::info!(user = %name, %addr, "failed login");
         return unauthorized();
     };
     let admin = actor.role == Role::Admin;
@@ -252,6 +262,41 @@ async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next:
     };
     req.extensions_mut().insert(scope);
     next.run(req).await
+}
+
+/// The client's IP address (the connection's peer), or `unknown`.
+fn client_addr(req: &Request) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Refuses (429) a login attempt for a user name or from an address with too many recent
+/// failures, before the password is checked (so guessing costs no hashing either).
+fn login_allowed(state: &AppState, name: &str, addr: &str) -> Result<(), Response> {
+    let guards = &state.guards;
+    let wait = guards
+        .login_names
+        .check(name)
+        .and_then(|()| guards.login_addrs.check(addr));
+    let Err(wait) = wait else {
+        return Ok(());
+    };
+    tracing::warn!(user = %name, %addr, "login throttled after repeated failures");
+    let limits = &state.config.user_limits;
+    let details = format!(
+        "{} failed logins in {} s; try again in {} s",
+        limits.max_login_failures,
+        limits.login_window.as_secs(),
+        wait.as_secs().max(1)
+    );
+    Err(crate::limits::too_many(
+        "login_throttled",
+        "Too many failed logins",
+        &details,
+        wait,
+    ))
 }
 
 /// ComfyUI's origin check: refuse cross-site requests (browsers send `Sec-Fetch-Site`) and

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use queue::{Filter, JobState, NewJob};
 use serde_json::{Value, json};
 
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{check_prompt_sizes, folder_bytes, refusal, too_many};
 use crate::state::AppState;
 
 /// Keys of `extra_data` that must never be stored.
@@ -80,7 +82,33 @@ pub async fn submit(
     Extension(scope): Extension<Scope>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
+    let user_limits = &state.config.user_limits;
+    // Participants only: the instructor and a single-user server are not limited.
+    let limited = !scope.admin;
+    if limited && let Err(wait) = state.guards.prompts.acquire(&scope.user) {
+        tracing::info!(user = %scope.user, "prompt refused: rate limit");
+        let details = format!(
+            "At most {} prompts per minute; try again in {} s",
+            user_limits.prompts_per_minute,
+            wait.as_secs().max(1)
+        );
+        return Ok(too_many("rate_limited", "Too many prompts", &details, wait));
+    }
+    if limited && user_limits.max_prompt_bytes > 0 && body.len() > user_limits.max_prompt_bytes {
+        let details = format!(
+            "The request has {} bytes; this server accepts at most {}",
+            body.len(),
+            user_limits.max_prompt_bytes
+        );
+        return Err(refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit_exceeded",
+            "Prompt too large",
+            &details,
+            json!({"bytes": body.len(), "limit": user_limits.max_prompt_bytes}),
+        ));
+    }
     let request: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::prompt(
             "invalid_prompt",
@@ -155,6 +183,10 @@ pub async fn submit(
             return Err(ApiError::json(StatusCode::BAD_REQUEST, e.to_json()));
         }
     };
+    if limited {
+        check_prompt_sizes(user_limits, &validated.prompt)?;
+        check_output_quota(&state, &scope).await?;
+    }
     let client_id = request
         .get("client_id")
         .and_then(Value::as_str)
@@ -196,5 +228,32 @@ pub async fn submit(
     tracing::info!(job = %job.id, user = %job.user, number = %job.number, "prompt queued");
     Ok(Json(
         json!({"prompt_id": job.id, "number": job.number, "node_errors": validated.node_errors}),
+    )
+    .into_response())
+}
+
+/// Refuses a participant whose outputs fill the per-user output quota.
+async fn check_output_quota(state: &AppState, scope: &Scope) -> ApiResult<()> {
+    let max = state.config.user_limits.max_output_bytes;
+    if max == 0 {
+        return Ok(());
+    }
+    let output = state.env(scope).dirs.output;
+    let used = tokio::task::spawn_blocking(move || folder_bytes(&output))
+        .await
+        .map_err(ApiError::internal)?;
+    if used < max {
+        return Ok(());
+    }
+    tracing::info!(user = %scope.user, used, max, "prompt refused: output quota");
+    let details = format!(
+        "Your outputs use {used} bytes of the {max} allowed; delete some outputs before queueing more"
+    );
+    Err(refusal(
+        StatusCode::BAD_REQUEST,
+        "limit_exceeded",
+        "Output disk quota reached",
+        &details,
+        json!({"used_bytes": used, "limit_bytes": max}),
     ))
 }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Extension;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use queue::JobState;
 use serde_json::{Value, json};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Scope;
 use crate::hub::{Socket, status_message};
+use crate::limits::refusal;
 use crate::state::AppState;
 
 /// Messages a slow socket may have queued before new ones are dropped.
@@ -29,6 +31,29 @@ pub async fn handler(
     Query(params): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let max = state.config.user_limits.max_sockets_per_user;
+    if !scope.admin && max > 0 {
+        let open = state
+            .hub
+            .sockets()
+            .iter()
+            .filter(|s| s.user == scope.user)
+            .count();
+        if open >= max {
+            tracing::info!(user = %scope.user, open, "websocket refused: too many connections");
+            let details = format!(
+                "You have {open} WebSocket connections open; this server allows {max} per user (close other tabs)"
+            );
+            return refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "limit_exceeded",
+                "Too many connections",
+                &details,
+                json!({"open": open, "limit": max}),
+            )
+            .into_response();
+        }
+    }
     let sid = params
         .get("clientId")
         .filter(|s| !s.is_empty() && s.len() <= 128)
@@ -54,6 +79,20 @@ async fn replay_executing(state: &AppState, scope: &Scope, sid: &str, tx: &mpsc:
         let message = json!({"type": "executing", "data": {"node": node}});
         let _ = tx.send(Message::Text(message.to_string().into())).await;
     }
+}
+
+/// A client's text message, as ComfyUI reads them: only the first message matters, and only when
+/// it is `{"type": "feature_flags", "data": {...}}`; the answer is whether the client supports
+/// preview metadata (`data.supports_preview_metadata == true`). Anything else is ignored (`None`).
+pub fn feature_flags_request(text: &str, first: bool) -> Option<bool> {
+    if !first {
+        return None;
+    }
+    let parsed: Value = serde_json::from_str(text).ok()?;
+    if parsed["type"].as_str() != Some("feature_flags") {
+        return None;
+    }
+    Some(parsed["data"]["supports_preview_metadata"] == true)
 }
 
 async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket) {
@@ -85,18 +124,8 @@ async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket)
     while let Some(Ok(message)) = stream.next().await {
         match message {
             Message::Text(text) => {
-                let parsed: Option<Value> = serde_json::from_str(&text).ok();
-                if first
-                    && parsed.as_ref().and_then(|v| v["type"].as_str()) == Some("feature_flags")
-                {
-                    let flags = parsed
-                        .as_ref()
-                        .map(|v| v["data"].clone())
-                        .unwrap_or(Value::Null);
-                    preview_metadata.store(
-                        flags["supports_preview_metadata"] == true,
-                        Ordering::Relaxed,
-                    );
+                if let Some(preview) = feature_flags_request(&text, first) {
+                    preview_metadata.store(preview, Ordering::Relaxed);
                     let reply = json!({"type": "feature_flags", "data": super::system::feature_flags(&state)});
                     let _ = tx.send(Message::Text(reply.to_string().into())).await;
                 }
