@@ -7,62 +7,21 @@ mod common;
 
 use std::process::Command;
 
-use common::{Server, ServerOptions, TestUser};
-
-fn users() -> Vec<TestUser> {
-    vec![
-        TestUser::participant("user001", "pw-one"),
-        TestUser::participant("user002", "pw-two"),
-        TestUser::admin("teacher", "pw-admin"),
-    ]
-}
+use common::cli::{comfyrs, one_output_each, workshop_users};
+use common::{Server, ServerOptions};
 
 fn workshop(extra: &[&str]) -> Server {
     Server::start(ServerOptions {
-        users: users(),
+        users: workshop_users(),
         args: extra.iter().map(|s| s.to_string()).collect(),
         ..ServerOptions::default()
     })
 }
 
-/// Runs `comfyrs <args>`.
-fn comfyrs(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_comfyrs"))
-        .args(args)
-        .env_remove("COMFYRS_REDIS")
-        .env_remove("COMFYRS_USERS")
-        .env_remove("COMFYRS_BASE_DIR")
-        .output()
-        .expect("run comfyrs")
-}
-
-/// Queues an image for each user; returns `(user, prompt id, subfolder, file name)`.
-async fn one_output_each(server: &Server) -> Vec<(String, String, String, String)> {
-    let mut made = Vec::new();
-    for user in ["user001", "user002"] {
-        let api = server.http_as(user);
-        let prefix = format!("/{user}");
-        let prompt = common::empty_image_prompt(8, 8, 0x00ff00, &format!("{user}-dir/img"));
-        let id = api.queue(&prefix, &prompt, None).await["prompt_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let entry = api.wait_history(&prefix, &id).await;
-        let image = &entry["outputs"]["2"]["images"][0];
-        made.push((
-            user.to_string(),
-            id,
-            image["subfolder"].as_str().unwrap().to_string(),
-            image["filename"].as_str().unwrap().to_string(),
-        ));
-    }
-    made
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_verify_and_restore_into_an_empty_directory() {
     let mut server = workshop(&[]);
-    let made = one_output_each(&server).await;
+    let made = one_output_each(&server, 0x00ff00).await;
     let mut originals = Vec::new();
     for (user, _, sub, file) in &made {
         let view = format!("/{user}/view?filename={file}&subfolder={sub}&type=output");
@@ -145,7 +104,7 @@ async fn backup_verify_and_restore_into_an_empty_directory() {
 
     // A server on the restored directory has every user's history and outputs.
     let server = Server::start(ServerOptions {
-        users: users(),
+        users: workshop_users(),
         data_dir: Some(restored.clone()),
         ..ServerOptions::default()
     });
@@ -182,7 +141,7 @@ async fn backup_and_restore_with_the_redis_queue() {
     use queue::redis::testing::RedisServer;
     let redis = RedisServer::start().expect("redis-server");
     let server = workshop(&["--redis", &redis.url()]);
-    let made = one_output_each(&server).await;
+    let made = one_output_each(&server, 0x00ff00).await;
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("backup.tar.gz");
     let archive_s = archive.to_str().unwrap();
@@ -233,7 +192,7 @@ async fn backup_and_restore_with_the_redis_queue() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
 
     let server = Server::start(ServerOptions {
-        users: users(),
+        users: workshop_users(),
         data_dir: Some(restored),
         args: vec!["--redis".into(), fresh.url()],
         ..ServerOptions::default()

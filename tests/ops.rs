@@ -5,39 +5,17 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{Server, ServerOptions, TestUser};
+use common::cli::{comfyrs, comfyrs_with, workshop_users};
+use common::{Server, ServerOptions};
 use serde_json::Value;
 
 fn workshop(extra: &[&str]) -> Server {
     Server::start(ServerOptions {
-        users: vec![
-            TestUser::participant("user001", "pw-one"),
-            TestUser::participant("user002", "pw-two"),
-            TestUser::admin("teacher", "pw-admin"),
-        ],
+        users: workshop_users(),
         dev_nodes: true,
         args: extra.iter().map(|s| s.to_string()).collect(),
         ..ServerOptions::default()
     })
-}
-
-/// Runs `comfyrs <args>` with the environment cleared of comfyrs settings.
-fn comfyrs(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyrs"));
-    cmd.args(args);
-    for key in [
-        "COMFYRS_URL",
-        "COMFYRS_ADMIN_USER",
-        "COMFYRS_ADMIN_PASSWORD",
-    ] {
-        cmd.env_remove(key);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run comfyrs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +79,7 @@ async fn status_reports_every_component() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let out = comfyrs(&["status", "--json"], &env);
+    let out = comfyrs_with(&["status", "--json"], &env);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -124,7 +102,7 @@ async fn status_reports_every_component() {
     assert_eq!(disk["min_free_bytes"], 1_000_000_000u64);
     assert_eq!(status["gpus"], serde_json::json!([]));
 
-    let out = comfyrs(&["status"], &env);
+    let out = comfyrs_with(&["status"], &env);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for line in [
@@ -138,21 +116,18 @@ async fn status_reports_every_component() {
     }
 
     // A participant's credentials are refused; a wrong URL fails clearly.
-    let out = comfyrs(
-        &[
-            "status",
-            "--user",
-            "user001",
-            "--password",
-            "pw-one",
-            "--url",
-            &server.url,
-        ],
-        &[],
-    );
+    let out = comfyrs(&[
+        "status",
+        "--user",
+        "user001",
+        "--password",
+        "pw-one",
+        "--url",
+        &server.url,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an admin"));
-    let out = comfyrs(&["status", "--url", "http://127.0.0.1:1"], &[]);
+    let out = comfyrs(&["status", "--url", "http://127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
@@ -196,7 +171,7 @@ async fn export_drains_archives_and_reports() {
 
     let out = tempfile::tempdir().expect("temp");
     let data = server.data_dir();
-    let run = comfyrs(
+    let run = comfyrs_with(
         &[
             "export",
             "--out",

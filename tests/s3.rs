@@ -12,7 +12,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, ServerOptions, TestUser};
+use common::cli::{comfyrs_with, one_output_each, workshop_users};
+use common::{Server, ServerOptions};
 use futures_util::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -125,56 +126,10 @@ impl Moto {
     }
 }
 
-/// Runs `comfyrs <args>` with the environment cleared of comfyrs and AWS settings, plus `env`.
-fn comfyrs(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyrs"));
-    cmd.args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") || key.starts_with("COMFYRS_") {
-            cmd.env_remove(key);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run comfyrs")
-}
-
 fn succeeded(out: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     stderr
-}
-
-fn users() -> Vec<TestUser> {
-    vec![
-        TestUser::participant("user001", "pw-one"),
-        TestUser::participant("user002", "pw-two"),
-        TestUser::admin("teacher", "pw-admin"),
-    ]
-}
-
-/// Queues an image for each user; returns `(user, prompt id, subfolder, file name)`.
-async fn one_output_each(server: &Server) -> Vec<(String, String, String, String)> {
-    let mut made = Vec::new();
-    for user in ["user001", "user002"] {
-        let api = server.http_as(user);
-        let prefix = format!("/{user}");
-        let prompt = common::empty_image_prompt(8, 8, 0x0000ff, &format!("{user}-dir/img"));
-        let id = api.queue(&prefix, &prompt, None).await["prompt_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let entry = api.wait_history(&prefix, &id).await;
-        let image = &entry["outputs"]["2"]["images"][0];
-        made.push((
-            user.to_string(),
-            id,
-            image["subfolder"].as_str().unwrap().to_string(),
-            image["filename"].as_str().unwrap().to_string(),
-        ));
-    }
-    made
 }
 
 /// `n` bytes that gzip cannot shrink (xorshift), so the archive needs a multipart upload.
@@ -197,17 +152,17 @@ async fn backup_verify_restore_and_export_through_s3() {
     };
     let env = moto.env();
     let mut server = Server::start(ServerOptions {
-        users: users(),
+        users: workshop_users(),
         ..ServerOptions::default()
     });
-    let made = one_output_each(&server).await;
+    let made = one_output_each(&server, 0x0000ff).await;
     let data = server.data_dir();
     let big = incompressible(12 * 1024 * 1024);
     std::fs::create_dir_all(data.join("users/user001/input")).unwrap();
     std::fs::write(data.join("users/user001/input/big.bin"), &big).unwrap();
 
     // The export uploads every archive, the report and the charts under the prefix.
-    let export = comfyrs(
+    let export = comfyrs_with(
         &[
             "export",
             "--out",
@@ -268,7 +223,7 @@ async fn backup_verify_restore_and_export_through_s3() {
     }
     server.stop();
     let url = format!("s3://{BUCKET}/backups/x.tar.gz");
-    let backup = comfyrs(
+    let backup = comfyrs_with(
         &[
             "backup",
             "--out",
@@ -290,7 +245,7 @@ async fn backup_verify_restore_and_export_through_s3() {
         vec!["verify", url.as_str()],
         vec!["backup", "--verify", "--out", url.as_str()],
     ] {
-        let v = comfyrs(&args, &env);
+        let v = comfyrs_with(&args, &env);
         succeeded(&v);
         let stdout = String::from_utf8_lossy(&v.stdout);
         assert!(
@@ -301,7 +256,7 @@ async fn backup_verify_restore_and_export_through_s3() {
 
     let work = tempfile::tempdir().unwrap();
     let restored = work.path().join("restored");
-    let restore = comfyrs(
+    let restore = comfyrs_with(
         &[
             "restore",
             &url,
@@ -322,7 +277,7 @@ async fn backup_verify_restore_and_export_through_s3() {
 
     // A server on the restored directory has every user's history and outputs.
     let server = Server::start(ServerOptions {
-        users: users(),
+        users: workshop_users(),
         data_dir: Some(restored),
         ..ServerOptions::default()
     });
@@ -345,7 +300,7 @@ async fn s3_failures_name_the_url_and_the_reason() {
     };
     let env = moto.env();
     let fail = |args: &[&str], env: &[(&str, String)]| {
-        let out = comfyrs(args, env);
+        let out = comfyrs_with(args, env);
         assert!(!out.status.success(), "{args:?} succeeded");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
