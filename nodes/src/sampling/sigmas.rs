@@ -33,23 +33,20 @@ fn latent_tokens(latent: &Latent) -> Result<usize, NodeError> {
     Ok(first.dims().iter().skip(2).product())
 }
 
+/// The `max_shift` / `base_shift` inputs LTXVScheduler and ModelSamplingLTXV share.
+fn shift_input(name: &str, default: f64) -> InputDef {
+    InputDef::float(name)
+        .default(default)
+        .min(0.0)
+        .max(100.0)
+        .step(0.01)
+}
+
 fn ltxv_scheduler() -> NodeDef {
     let schema = NodeSchema::v3("LTXVScheduler", "sampling/custom_sampling/schedulers", LT)
         .input(InputDef::int("steps").default(20).min(1).max(10000))
-        .input(
-            InputDef::float("max_shift")
-                .default(2.05)
-                .min(0.0)
-                .max(100.0)
-                .step(0.01),
-        )
-        .input(
-            InputDef::float("base_shift")
-                .default(0.95)
-                .min(0.0)
-                .max(100.0)
-                .step(0.01),
-        )
+        .input(shift_input("max_shift", 2.05))
+        .input(shift_input("base_shift", 0.95))
         .input(
             InputDef::boolean("stretch")
                 .tooltip("Stretch the sigmas to be in the range [terminal, 1].")
@@ -200,20 +197,8 @@ fn run_set_first_sigma(_: &Ctx, inputs: &Inputs) -> Result<Outputs, NodeError> {
 fn model_sampling_ltxv() -> NodeDef {
     let schema = NodeSchema::v3("ModelSamplingLTXV", "advanced/model", LT)
         .input(InputDef::socket("model", "MODEL"))
-        .input(
-            InputDef::float("max_shift")
-                .default(2.05)
-                .min(0.0)
-                .max(100.0)
-                .step(0.01),
-        )
-        .input(
-            InputDef::float("base_shift")
-                .default(0.95)
-                .min(0.0)
-                .max(100.0)
-                .step(0.01),
-        )
+        .input(shift_input("max_shift", 2.05))
+        .input(shift_input("base_shift", 0.95))
         .input(InputDef::socket("latent", "LATENT").optional())
         .output(OutputDef::new("MODEL"));
     NodeDef::new(schema, run_model_sampling_ltxv)
