@@ -164,6 +164,22 @@ fn start(hub: Arc<Hub>) -> String {
     format!("http://{addr}")
 }
 
+/// `comfyrs models <command> --manifest <manifest> --models-dir <models>` without a token.
+fn models_command(command: &str, endpoint: &str, manifest: &str, models: &str) -> Output {
+    comfyrs(
+        endpoint,
+        None,
+        &[
+            "models",
+            command,
+            "--manifest",
+            manifest,
+            "--models-dir",
+            models,
+        ],
+    )
+}
+
 fn comfyrs(endpoint: &str, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyrs"));
     cmd.args(args)
@@ -283,18 +299,7 @@ fn pull_resumes_verifies_skips_and_lists() {
     all.push(corrupt);
     let manifest = write_manifest(dir.path(), "all.toml", &all);
 
-    let out = comfyrs(
-        &endpoint,
-        None,
-        &[
-            "models",
-            "pull",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models_arg,
-        ],
-    );
+    let out = models_command("pull", &endpoint, &manifest, &models_arg);
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
@@ -327,18 +332,7 @@ fn pull_resumes_verifies_skips_and_lists() {
         "{log}"
     );
 
-    let out = comfyrs(
-        &endpoint,
-        None,
-        &[
-            "models",
-            "list",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models_arg,
-        ],
-    );
+    let out = models_command("list", &endpoint, &manifest, &models_arg);
     let listing = text(&out);
     assert!(out.status.success(), "{listing}");
     assert!(listing.contains("checkpoints/big.safetensors"), "{listing}");
@@ -361,35 +355,13 @@ fn pull_resumes_verifies_skips_and_lists() {
     let mut damaged = big.clone();
     damaged[1234] ^= 0xff;
     std::fs::write(models.join("checkpoints/big.safetensors"), &damaged).unwrap();
-    let out = comfyrs(
-        &endpoint,
-        None,
-        &[
-            "models",
-            "list",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models_arg,
-        ],
-    );
+    let out = models_command("list", &endpoint, &manifest, &models_arg);
     let listing = text(&out);
     assert!(listing.contains("corrupt (sha256"), "{listing}");
     let good_manifest = write_manifest(dir.path(), "good.toml", &good);
     let before_lora = gets(&hub, "lora.safetensors").len();
     let before_te = gets(&hub, "te.safetensors").len();
-    let out = comfyrs(
-        &endpoint,
-        None,
-        &[
-            "models",
-            "pull",
-            "--manifest",
-            &good_manifest,
-            "--models-dir",
-            &models_arg,
-        ],
-    );
+    let out = models_command("pull", &endpoint, &good_manifest, &models_arg);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert_eq!(
@@ -424,35 +396,13 @@ fn a_partial_download_from_an_earlier_run_resumes() {
         &[entry("org/m", "m.safetensors", "loras", None)],
     );
     let models_arg = models.display().to_string();
-    let out = comfyrs(
-        &endpoint,
-        None,
-        &[
-            "models",
-            "list",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models_arg,
-        ],
-    );
+    let out = models_command("list", &endpoint, &manifest, &models_arg);
     assert!(
         text(&out).contains("missing (30000 bytes downloaded)"),
         "{}",
         text(&out)
     );
-    let out = comfyrs(
-        &endpoint,
-        None,
-        &[
-            "models",
-            "pull",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models_arg,
-        ],
-    );
+    let out = models_command("pull", &endpoint, &manifest, &models_arg);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read(models.join("loras/m.safetensors")).unwrap(),
