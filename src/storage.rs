@@ -294,6 +294,105 @@ pub async fn download(from: &Location, file: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The store and key of an object location (`None` for a local path).
+fn object(location: &Location) -> anyhow::Result<Option<(AmazonS3, ObjectPath)>> {
+    match location {
+        Location::Local(_) => Ok(None),
+        Location::S3 { bucket, key } => {
+            let url = location.to_string();
+            anyhow::ensure!(
+                !key.is_empty() && !key.ends_with('/'),
+                "{url}: names a prefix, not an object"
+            );
+            let store = bucket_store(bucket, &url)?;
+            Ok(Some((store, ObjectPath::from(key.as_str()))))
+        }
+    }
+}
+
+/// The size of the file or object at `location`, or `None` when there is none.
+pub async fn size_of(location: &Location) -> anyhow::Result<Option<u64>> {
+    let Some((store, key)) = object(location)? else {
+        let Location::Local(path) = location else {
+            unreachable!("object() returns None only for local paths")
+        };
+        return match tokio::fs::metadata(path).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+    };
+    match store.head(&key).await {
+        Ok(meta) => Ok(Some(meta.size)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => anyhow::bail!("{location}: {}", reason(&e)),
+    }
+}
+
+/// The bytes from `offset` to the end of the file or object at `location`, as a stream of
+/// chunks (errors name the location and the reason).
+pub async fn read_from(
+    location: &Location,
+    offset: u64,
+) -> anyhow::Result<futures_util::stream::BoxStream<'static, anyhow::Result<bytes::Bytes>>> {
+    let Some((store, key)) = object(location)? else {
+        let Location::Local(path) = location else {
+            unreachable!("object() returns None only for local paths")
+        };
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(offset)).await?;
+        let name = path.display().to_string();
+        let stream = futures_util::stream::try_unfold(file, move |mut file| {
+            let name = name.clone();
+            async move {
+                let mut buffer = vec![0u8; 1 << 20];
+                let n = file
+                    .read(&mut buffer)
+                    .await
+                    .with_context(|| format!("reading {name}"))?;
+                buffer.truncate(n);
+                Ok((n > 0).then(|| (bytes::Bytes::from(buffer), file)))
+            }
+        });
+        return Ok(stream.boxed());
+    };
+    let url = location.to_string();
+    let options = object_store::GetOptions {
+        range: (offset > 0).then_some(object_store::GetRange::Offset(offset)),
+        ..Default::default()
+    };
+    let got = store
+        .get_opts(&key, options)
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: download failed: {}", reason(&e)))?;
+    let stream = got.into_stream().map(move |chunk| {
+        chunk.map_err(|e| anyhow::anyhow!("{url}: download failed: {}", reason(&e)))
+    });
+    Ok(stream.boxed())
+}
+
+/// Writes `bytes` as the file or object at `location` (small contents: one request).
+pub async fn write_bytes(location: &Location, bytes: Vec<u8>) -> anyhow::Result<()> {
+    let Some((store, key)) = object(location)? else {
+        let Location::Local(path) = location else {
+            unreachable!("object() returns None only for local paths")
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        return tokio::fs::write(path, bytes)
+            .await
+            .with_context(|| format!("writing {}", path.display()));
+    };
+    store
+        .put(&key, bytes.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("{location}: upload failed: {}", reason(&e)))?;
+    Ok(())
+}
+
 /// A file made local for reading: the path itself, or a downloaded copy in a temporary
 /// folder removed when this is dropped.
 #[derive(Debug)]

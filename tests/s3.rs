@@ -4,7 +4,9 @@
 //! one part), verified and restored from there into an empty directory, where a server shows
 //! every user's history and outputs; `comfyrs export` uploads every archive, report and chart
 //! under an S3 prefix; a missing object or bucket, missing credentials, a bad URL and an
-//! unreachable endpoint fail naming the URL and the reason.
+//! unreachable endpoint fail naming the URL and the reason. A models mirror is pushed to a
+//! prefix and pulled from it onto an empty folder (resuming a partial download, detecting a
+//! tampered object).
 
 mod common;
 
@@ -347,6 +349,200 @@ async fn s3_failures_name_the_url_and_the_reason() {
     let err = fail(&["verify", &missing], &unreachable);
     assert!(
         err.contains(&missing) && err.contains("error sending request"),
+        "{err}"
+    );
+}
+
+/// A manifest of two files (one larger than a multipart part) and a models folder holding them.
+fn models_folder(dir: &std::path::Path) -> (String, Vec<(&'static str, Vec<u8>)>) {
+    let files = vec![
+        (
+            "checkpoints/ltx-2-tiny.safetensors",
+            incompressible(9 << 20),
+        ),
+        ("loras/camera.safetensors", b"a small lora".to_vec()),
+    ];
+    let mut manifest = String::new();
+    for (path, bytes) in &files {
+        let (folder, name) = path.split_once('/').unwrap();
+        std::fs::create_dir_all(dir.join("models").join(folder)).unwrap();
+        std::fs::write(dir.join("models").join(path), bytes).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        manifest += &format!(
+            "[[file]]\nrepo = \"org/models\"\nfile = \"{name}\"\nfolder = \"{folder}\"\n\
+             sha256 = \"{sha}\"\n\n"
+        );
+    }
+    let manifest_path = dir.join("manifest.toml");
+    std::fs::write(&manifest_path, manifest).unwrap();
+    (manifest_path.display().to_string(), files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_models_mirror_is_pushed_to_and_pulled_from_s3() {
+    let Some(moto) = moto().await else {
+        return;
+    };
+    let env = moto.env();
+    let source = tempfile::tempdir().unwrap();
+    let (manifest, files) = models_folder(source.path());
+    let mirror = format!("s3://{BUCKET}/mirror");
+    let models = |dir: &tempfile::TempDir| dir.path().join("models").display().to_string();
+
+    let out = comfyrs_with(
+        &[
+            "models",
+            "push",
+            "--manifest",
+            &manifest,
+            "--models-dir",
+            &models(&source),
+            "--to",
+            &mirror,
+        ],
+        &env,
+    );
+    succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("uploaded")
+            .count(),
+        2
+    );
+    let listed = moto.list("mirror").await;
+    let big = files[0].1.len() as u64;
+    assert!(
+        listed.contains(&("mirror/checkpoints/ltx-2-tiny.safetensors".into(), big)),
+        "{listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|(k, _)| k == "mirror/loras/camera.safetensors.sha256"),
+        "{listed:?}"
+    );
+    // Pushing again uploads nothing.
+    let out = comfyrs_with(
+        &[
+            "models",
+            "push",
+            "--manifest",
+            &manifest,
+            "--models-dir",
+            &models(&source),
+            "--to",
+            &mirror,
+        ],
+        &env,
+    );
+    succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("up to date")
+            .count(),
+        2
+    );
+
+    // A fresh box pulls everything, one file resuming from an interrupted download.
+    let fresh = tempfile::tempdir().unwrap();
+    let checkpoints = fresh.path().join("models/checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    std::fs::write(
+        checkpoints.join("ltx-2-tiny.safetensors.partial"),
+        &files[0].1[..3 << 20],
+    )
+    .unwrap();
+    let pull = |dir: &tempfile::TempDir| {
+        comfyrs_with(
+            &[
+                "models",
+                "pull",
+                "--manifest",
+                &manifest,
+                "--models-dir",
+                &models(dir),
+                "--from",
+                &mirror,
+            ],
+            &env,
+        )
+    };
+    succeeded(&pull(&fresh));
+    for (path, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(fresh.path().join("models").join(path)).unwrap(),
+            bytes,
+            "{path}"
+        );
+    }
+    assert!(!checkpoints.join("ltx-2-tiny.safetensors.partial").exists());
+
+    // A mirror object that does not match its sha256 is detected and not put in place.
+    let store = moto.store();
+    store
+        .put(
+            &ObjectPath::from("mirror/loras/camera.safetensors"),
+            b"a tampered lora".to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let out = pull(&other);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("camera.safetensors") && err.contains("sha256 mismatch"),
+        "{err}"
+    );
+    assert!(
+        !other
+            .path()
+            .join("models/loras/camera.safetensors")
+            .exists()
+    );
+
+    // A missing mirror object and a corrupt local file are named with the reason.
+    let out = comfyrs_with(
+        &[
+            "models",
+            "pull",
+            "--manifest",
+            &manifest,
+            "--models-dir",
+            &models(&other),
+            "--from",
+            &format!("s3://{BUCKET}/elsewhere"),
+        ],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("s3://workshop/elsewhere/loras/camera.safetensors")
+            && err.contains("no such object"),
+        "{err}"
+    );
+    std::fs::write(
+        source.path().join("models/loras/camera.safetensors"),
+        b"corrupted",
+    )
+    .unwrap();
+    let out = comfyrs_with(
+        &[
+            "models",
+            "push",
+            "--manifest",
+            &manifest,
+            "--models-dir",
+            &models(&source),
+            "--to",
+            &mirror,
+        ],
+        &env,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("camera.safetensors") && err.contains("not uploaded"),
         "{err}"
     );
 }

@@ -288,7 +288,7 @@ async fn restart(
 
 /// Hashes what `partial` already holds (0 when absent) and returns its length; a partial longer
 /// than the expected size is discarded.
-async fn hash_prefix(
+pub(super) async fn hash_prefix(
     partial: &Path,
     hasher: &mut Sha256,
     size: Option<u64>,

@@ -6,7 +6,12 @@
 //! resume from `<file>.partial`, show a progress bar per file and overall, are verified by sha256
 //! (the manifest's, else the hub's LFS sha256) before they are moved into place, and good files
 //! already present are skipped.
+//!
+//! A models mirror in S3-compatible storage is the second source ([`bucket`]): `models push
+//! --to s3://bucket/prefix` fills it from a verified local folder, `models pull --from
+//! s3://bucket/prefix` fills a fresh GPU box from it.
 
+mod bucket;
 mod hub;
 mod manifest;
 
@@ -16,8 +21,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use bucket::Bucket;
 use hub::{Hub, Remote};
 use manifest::{Entry, Manifest};
+
+use crate::storage;
 
 /// `comfyrs models` arguments.
 #[derive(Debug, Args)]
@@ -29,7 +37,9 @@ pub struct ModelsArgs {
 #[derive(Debug, Subcommand)]
 enum ModelsCommand {
     /// Download the manifest's files (HF_ENDPOINT and HF_TOKEN are honoured).
-    Pull(Target),
+    Pull(PullArgs),
+    /// Upload the manifest's files (present and verified here) to a models mirror.
+    Push(PushArgs),
     /// Show which of the manifest's files are present, missing or corrupt.
     List(ListArgs),
 }
@@ -57,6 +67,25 @@ impl Target {
 }
 
 #[derive(Debug, Args)]
+struct PullArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Download from a models mirror (`s3://bucket/prefix`, filled by `models push`) instead of
+    /// the Hugging Face hub.
+    #[arg(long, env = "COMFYRS_MODELS_FROM")]
+    from: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The models mirror to fill (`s3://bucket/prefix`).
+    #[arg(long)]
+    to: String,
+}
+
+#[derive(Debug, Args)]
 struct ListArgs {
     #[command(flatten)]
     target: Target,
@@ -68,7 +97,8 @@ struct ListArgs {
 /// Runs `comfyrs models ...`; the exit status is 1 when a pull failed for any file.
 pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
     match args.command {
-        ModelsCommand::Pull(target) => pull(&target).await,
+        ModelsCommand::Pull(pull_args) => pull(&pull_args).await,
+        ModelsCommand::Push(push_args) => push(&push_args).await,
         ModelsCommand::List(list_args) => list(&list_args).await,
     }
 }
@@ -187,10 +217,48 @@ impl Job<'_> {
     }
 }
 
-async fn pull(target: &Target) -> anyhow::Result<std::process::ExitCode> {
+/// Where `models pull` downloads from.
+enum Source {
+    /// A Hugging Face compatible hub.
+    Hub(Hub),
+    /// A models mirror (`models push`).
+    Mirror(Bucket),
+}
+
+impl Source {
+    fn new(from: Option<&str>) -> anyhow::Result<Self> {
+        match from {
+            None => Ok(Self::Hub(Hub::from_env()?)),
+            Some(from) => Ok(Self::Mirror(Bucket::new(storage::Location::parse(from)?))),
+        }
+    }
+
+    async fn probe(&self, entry: &Entry) -> anyhow::Result<Remote> {
+        match self {
+            Self::Hub(hub) => hub.probe(entry).await,
+            Self::Mirror(bucket) => bucket.probe(entry).await,
+        }
+    }
+
+    async fn download(
+        &self,
+        entry: &Entry,
+        partial: &Path,
+        size: Option<u64>,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<String> {
+        match self {
+            Self::Hub(hub) => hub.download(entry, partial, size, bar).await,
+            Self::Mirror(bucket) => bucket.download(entry, partial, size, bar).await,
+        }
+    }
+}
+
+async fn pull(args: &PullArgs) -> anyhow::Result<std::process::ExitCode> {
+    let target = &args.target;
     let manifest = Manifest::load(target.manifest.as_deref())?;
     let models_dir = target.models_dir();
-    let hub = Hub::from_env()?;
+    let hub = Source::new(args.from.as_deref())?;
     let bars = MultiProgress::new();
     let current = bars.add(ProgressBar::new(0).with_style(bytes_style()));
     let mut failures = Vec::new();
@@ -242,7 +310,7 @@ async fn pull(target: &Target) -> anyhow::Result<std::process::ExitCode> {
 /// Decides whether `entry` needs downloading: a good file already there is skipped (without
 /// asking the hub when the manifest has its sha256); a corrupt one is replaced.
 async fn plan<'a>(
-    hub: &Hub,
+    hub: &Source,
     entry: &'a Entry,
     models_dir: &Path,
     bar: &ProgressBar,
@@ -272,7 +340,7 @@ async fn plan<'a>(
 }
 
 /// Downloads one file into its `.partial`, verifies it and moves it into place.
-async fn fetch(hub: &Hub, job: &Job<'_>, bar: &ProgressBar) -> anyhow::Result<()> {
+async fn fetch(hub: &Source, job: &Job<'_>, bar: &ProgressBar) -> anyhow::Result<()> {
     let dir = job.dest.parent().context("destination has no folder")?;
     tokio::fs::create_dir_all(dir)
         .await
@@ -294,4 +362,63 @@ async fn fetch(hub: &Hub, job: &Job<'_>, bar: &ProgressBar) -> anyhow::Result<()
         .await
         .with_context(|| format!("moving the download to {}", job.dest.display()))?;
     Ok(())
+}
+
+/// Uploads every file of the manifest to the mirror `args.to`, each checked first (against the
+/// manifest's sha256 when it has one); files the mirror already holds are skipped.
+async fn push(args: &PushArgs) -> anyhow::Result<std::process::ExitCode> {
+    let manifest = Manifest::load(args.target.manifest.as_deref())?;
+    let models_dir = args.target.models_dir();
+    let mirror = Bucket::new(storage::Location::parse(&args.to)?);
+    let bar = ProgressBar::new(0).with_style(bytes_style());
+    let mut failures = Vec::new();
+    for entry in &manifest.files {
+        let path = entry.destination(&models_dir);
+        bar.set_message(format!("hashing {}", entry.file_name()));
+        match push_one(&mirror, entry, &path, &bar).await {
+            Ok(true) => bar.suspend(|| println!("uploaded    {}", mirror.location(entry))),
+            Ok(false) => bar.suspend(|| println!("up to date  {}", mirror.location(entry))),
+            Err(e) => failures.push(format!("{}: {e:#}", path.display())),
+        }
+    }
+    bar.finish_and_clear();
+    for failure in &failures {
+        eprintln!("error: {failure}");
+    }
+    if failures.is_empty() {
+        println!("{} files in {}", manifest.files.len(), args.to);
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{} of {} files failed",
+            failures.len(),
+            manifest.files.len()
+        );
+        Ok(std::process::ExitCode::from(1))
+    }
+}
+
+async fn push_one(
+    mirror: &Bucket,
+    entry: &Entry,
+    path: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<bool> {
+    let len = match tokio::fs::metadata(path).await {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("not present here (run `comfyrs models pull` first)")
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if let Some(size) = entry.size.filter(|&s| s != len) {
+        anyhow::bail!("corrupt ({len} bytes, expected {size}): not uploaded");
+    }
+    bar.set_length(len);
+    bar.set_position(0);
+    let sha = hub::sha256_file(path, bar).await?;
+    if let Some(expected) = entry.sha256().filter(|e| *e != sha) {
+        anyhow::bail!("corrupt (sha256 {sha}, expected {expected}): not uploaded");
+    }
+    mirror.upload(entry, path, &sha).await
 }
