@@ -86,6 +86,17 @@ fn prompt_of(
     }
 }
 
+/// The API prompt and extra_data of a workflow file (API prompt, `POST /prompt` body or UI
+/// workflow, converted with `registry`).
+pub fn load_prompt(
+    path: &PathBuf,
+    registry: &nodes::Registry,
+    env: &nodes::Env,
+) -> anyhow::Result<(Value, Value)> {
+    prompt_of(read_workflow(path)?, registry, env)
+        .with_context(|| format!("reading the workflow {}", path.display()))
+}
+
 /// Draws the progress of a running prompt.
 struct Progress {
     bar: ProgressBar,

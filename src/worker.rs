@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use engine::Engine;
+use queue::worker::WarmupPrompt;
 use queue::{Layout, Worker, WorkerOptions};
 use tokio::sync::watch;
 
@@ -33,6 +34,10 @@ pub struct WorkerArgs {
     /// Most finished jobs kept in history (when this worker trims it).
     #[arg(long, env = "COMFYRS_MAX_HISTORY", default_value_t = 10_000)]
     pub max_history: usize,
+    /// Workflows (API or UI format) to run once before taking jobs, so their models are loaded
+    /// when the worker reports itself ready; a failing warm-up stops the worker. Repeatable.
+    #[arg(long, env = "COMFYRS_WARMUP", value_delimiter = ',')]
+    pub warmup: Vec<std::path::PathBuf>,
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
@@ -59,8 +64,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let layout = Arc::new(Layout::new(env, base.join("users")));
     let config = args.queue.config(args.max_history, 0);
     let backend = args.queue.connect_redis(&url, config).await?;
-    let engine = Engine::new(registry(args.dev_nodes), args.cache.policy());
+    let registry = registry(args.dev_nodes);
+    let warmup = warmup_prompts(&args.warmup, &registry, &layout.base)?;
+    let engine = Engine::new(registry, args.cache.policy());
     let mut options = WorkerOptions::new(&args.device);
+    options.warmup = warmup;
     options.heartbeat = args.queue.heartbeat();
     options.exit_when_idle = args
         .exit_when_idle
@@ -78,4 +86,23 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     });
     worker.run(stop_rx).await.context("the worker failed")?;
     Ok(())
+}
+
+/// Reads the warm-up workflows.
+pub fn warmup_prompts(
+    files: &[std::path::PathBuf],
+    registry: &nodes::Registry,
+    env: &nodes::Env,
+) -> anyhow::Result<Vec<WarmupPrompt>> {
+    files
+        .iter()
+        .map(|path| {
+            let (prompt, extra_data) = crate::run::load_prompt(path, registry, env)?;
+            Ok(WarmupPrompt {
+                name: path.display().to_string(),
+                prompt,
+                extra_data,
+            })
+        })
+        .collect()
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// The user already has too many pending jobs.
     #[error("you already have {0} jobs waiting; wait for one to finish before queueing more")]
     TooManyPending(usize),
+    /// A worker's warm-up prompt failed (the worker does not join the queue).
+    #[error("warm-up failed: {0}")]
+    Warmup(String),
     /// A job with this id exists already.
     #[error("a job with id {0} already exists")]
     Duplicate(String),

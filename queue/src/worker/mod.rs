@@ -6,6 +6,7 @@
 
 mod exec;
 mod run;
+mod warmup;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::layout::Layout;
 use crate::now_ms;
 
 pub use exec::{done_event, execute, job_event, models_in};
+pub use warmup::{WarmupPrompt, warm_up};
 
 /// Reports device memory `(used, total)` in bytes, when known.
 #[derive(Clone)]
@@ -47,6 +49,8 @@ pub struct WorkerOptions {
     pub exit_when_idle: Option<Duration>,
     /// Device memory, reported with each heartbeat.
     pub memory: Option<MemoryProbe>,
+    /// Prompts run before the worker's first heartbeat (it is not ready before they ran).
+    pub warmup: Vec<WarmupPrompt>,
 }
 
 impl WorkerOptions {
@@ -72,6 +76,7 @@ impl WorkerOptions {
             poll: Duration::from_secs(2),
             exit_when_idle: None,
             memory: None,
+            warmup: Vec::new(),
         }
     }
 }
@@ -133,6 +138,7 @@ impl Worker {
     /// engine itself failed (a panic); backend errors are retried.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         tracing::info!(worker = %self.options.id, device = %self.options.device, backend = self.backend.name(), "worker started");
+        self.warm_up().await?;
         let mut idle_since = Instant::now();
         let mut failures = 0u32;
         loop {
@@ -180,6 +186,30 @@ impl Worker {
             tracing::warn!(worker = %self.options.id, "could not deregister: {e}");
         }
         tracing::info!(worker = %self.options.id, "worker stopped");
+        Ok(())
+    }
+
+    /// Runs the warm-up prompts (before the first heartbeat, so the worker is listed only once
+    /// its models are loaded).
+    async fn warm_up(&mut self) -> Result<()> {
+        if self.options.warmup.is_empty() {
+            return Ok(());
+        }
+        let Some(mut engine) = self.engine.take() else {
+            return Ok(());
+        };
+        let layout = self.layout.clone();
+        let prompts = self.options.warmup.clone();
+        let started = Instant::now();
+        let (engine, models) = tokio::task::spawn_blocking(move || {
+            let models = warm_up(&mut engine, &layout, &prompts);
+            (engine, models)
+        })
+        .await
+        .map_err(|panic| engine_panicked("the warm-up", panic))?;
+        self.engine = Some(engine);
+        self.loaded_models = models?;
+        tracing::info!(worker = %self.options.id, seconds = started.elapsed().as_secs_f64(), models = ?self.loaded_models, "warmed up; ready for jobs");
         Ok(())
     }
 
