@@ -6,7 +6,12 @@
 //! Outputs are written to the shared filesystem: give every worker the server's
 //! `--base-directory` (an NFS or similar mount), so `users/<name>/output/` is the same folder
 //! for the server that serves `/view` and for the worker that saves the files.
+//!
+//! With `--http ADDR` the worker needs no Redis and no shared filesystem: it takes one job per
+//! HTTP request from a server started with `--dispatch-http` (push mode, for serverless GPU
+//! platforms that start a container per request; see `crate::push`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +22,7 @@ use queue::{Layout, Worker, WorkerOptions};
 use tokio::sync::watch;
 
 use crate::device::DeviceName;
+use crate::push::{self, endpoint::Endpoint};
 use crate::queue_args::QueueArgs;
 use crate::serve::{registry, shutdown_signal};
 use crate::settings::{CacheArgs, PathArgs};
@@ -36,6 +42,13 @@ pub struct WorkerArgs {
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
+    /// Push mode: take jobs over HTTP on this address (`0.0.0.0:8000`) instead of pulling
+    /// them from Redis.
+    #[arg(long, env = "COMFYRS_WORKER_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// The secret shared with the server's --dispatch-http (required with --http).
+    #[arg(long, env = "COMFYRS_HTTP_SECRET", hide_env_values = true)]
+    pub http_secret: Option<String>,
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
@@ -47,16 +60,16 @@ pub struct WorkerArgs {
 /// Runs the worker until SIGTERM / Ctrl-C (or idle exit).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     args.queue.check()?;
+    if let Some(addr) = args.http {
+        return run_http(args, addr).await;
+    }
     let url = args
         .queue
         .redis
         .clone()
-        .context("comfyrs worker needs --redis URL (the queue it shares with the server)")?;
+        .context("comfyrs worker needs --redis URL (the queue it shares with the server), or --http ADDR for push mode")?;
     let device = DeviceName::parse(&args.device)?;
-    let mut env = args.paths.env()?;
-    env.device = device.open()?;
-    let base = args.paths.base_directory.clone();
-    let layout = Arc::new(Layout::new(env, base.join("users")));
+    let layout = layout(&args, &device)?;
     let config = args.queue.config(args.max_history, 0);
     let backend = args.queue.connect_redis(&url, config).await?;
     let engine = Engine::new(registry(args.dev_nodes), args.cache.policy());
@@ -78,4 +91,30 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     });
     worker.run(stop_rx).await.context("the worker failed")?;
     Ok(())
+}
+
+/// The worker's folders (`<base>/users/<name>/...`) with models on `device`.
+fn layout(args: &WorkerArgs, device: &DeviceName) -> anyhow::Result<Arc<Layout>> {
+    let mut env = args.paths.env()?;
+    env.device = device.open()?;
+    let base = args.paths.base_directory.clone();
+    Ok(Arc::new(Layout::new(env, base.join("users"))))
+}
+
+/// Push mode: serves `POST /run` on `addr` until SIGTERM / Ctrl-C (a running job finishes
+/// first).
+async fn run_http(args: WorkerArgs, addr: SocketAddr) -> anyhow::Result<()> {
+    let secret = push::require_secret(args.http_secret.as_deref(), "--http")?;
+    let device = DeviceName::parse(&args.device)?;
+    let layout = layout(&args, &device)?;
+    let engine = Engine::new(registry(args.dev_nodes), args.cache.policy());
+    let endpoint = Arc::new(Endpoint::new(
+        engine,
+        layout,
+        secret,
+        args.queue.heartbeat(),
+    ));
+    // Startup work (model preloading) goes before this line: until then /health says 503.
+    endpoint.set_ready();
+    push::endpoint::serve(endpoint, addr, shutdown_signal()).await
 }
