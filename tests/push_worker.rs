@@ -3,8 +3,9 @@
 //! DIFFERENT base directories (no shared filesystem: inputs travel with the job, outputs come
 //! back in the stream). Covers a job with an uploaded input and its WebSocket progress and
 //! `/view`-served output, a wrong secret (401, the job is kept), a worker killed with SIGKILL
-//! mid-job (the job is retried on a new worker at the same address: attempts == 2), and a
-//! cancel (the connection is dropped, the worker interrupts and is free again).
+//! mid-job (the job is retried on a new worker at the same address: attempts == 2; on the
+//! embedded queue and on a real `redis-server`), and a cancel (the connection is dropped, the
+//! worker interrupts and is free again).
 
 mod queue_common;
 
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use queue_common::ws::Socket;
 use queue_common::{
-    Client, Proc, Serve, User, free_port, is_final, queue_flags, start_serve, workload, write_users,
+    Client, Proc, RedisServer, Serve, User, free_port, is_final, queue_flags, redis_ready,
+    start_serve, workload, write_users,
 };
 use serde_json::{Value, json};
 
@@ -69,7 +71,12 @@ async fn wait_health(port: u16, want: Value, proc: &Proc) {
 
 /// Starts the server (workshop users `ann` + admin, server data in `<base>/data`) dispatching
 /// to the endpoint on `port` with `secret`.
-async fn start_dispatching_serve(base: &Path, port: u16, secret: &str) -> Serve {
+async fn start_dispatching_serve(
+    base: &Path,
+    port: u16,
+    secret: &str,
+    redis: Option<&str>,
+) -> Serve {
     let users = write_users(base, &[User::participant("ann"), User::admin()]);
     let mut flags = queue_flags();
     flags.extend([
@@ -81,15 +88,15 @@ async fn start_dispatching_serve(base: &Path, port: u16, secret: &str) -> Serve 
         "--http-secret".into(),
         secret.into(),
     ]);
-    start_serve(base, None, &flags).await
+    start_serve(base, redis, &flags).await
 }
 
-/// A server and one endpoint, ready.
-async fn setup(base: &Path) -> (Serve, Proc, u16) {
+/// A server (on the embedded queue, or on `redis`) and one endpoint, ready.
+async fn setup(base: &Path, redis: Option<&str>) -> (Serve, Proc, u16) {
     let port = free_port().unwrap();
     let worker = start_push_worker(base, port, SECRET, "push-a");
     wait_health(port, json!({"ready": true, "busy": false}), &worker).await;
-    let serve = start_dispatching_serve(base, port, SECRET).await;
+    let serve = start_dispatching_serve(base, port, SECRET, redis).await;
     (serve, worker, port)
 }
 
@@ -126,7 +133,7 @@ async fn view(serve: &Serve, user: &User, image: &Value) -> (u16, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pushed_job_streams_progress_and_brings_its_output_home() {
     let base = tempfile::tempdir().unwrap();
-    let (serve, worker, port) = setup(base.path()).await;
+    let (serve, worker, port) = setup(base.path(), None).await;
     let ann = User::participant("ann");
     let as_ann = Client::new(&serve.url, Some(&ann));
     // Ann's upload lives only in the server's folders: it must travel with the job.
@@ -160,6 +167,14 @@ async fn a_pushed_job_streams_progress_and_brings_its_output_home() {
     assert_eq!(done["status"], "completed", "{done}\n{}", serve.proc.log());
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["worker"], format!("http:127.0.0.1:{port}"));
+    // The endpoint is listed as a worker for the instructor.
+    let workers = Client::new(&serve.url, Some(&User::admin()))
+        .get("/api/workers")
+        .await;
+    let listed = workers.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{workers}");
+    assert_eq!(listed[0]["id"], format!("http:127.0.0.1:{port}"));
+    assert_eq!(listed[0]["device"], format!("http://127.0.0.1:{port}"));
 
     let history = as_ann.get(&format!("/history/{id}")).await;
     let image = history[&id]["outputs"]["2"]["images"][0].clone();
@@ -217,7 +232,7 @@ async fn a_wrong_secret_is_refused_and_the_job_waits_for_a_right_one() {
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
 
-    let mut serve = start_dispatching_serve(base.path(), port, "wrong").await;
+    let mut serve = start_dispatching_serve(base.path(), port, "wrong", None).await;
     let ann = User::participant("ann");
     let id = Client::new(&serve.url, Some(&ann))
         .submit(workload(100, 2, 1, "waits"), None)
@@ -232,7 +247,7 @@ async fn a_wrong_secret_is_refused_and_the_job_waits_for_a_right_one() {
 
     // The same queue, restarted with the right secret, runs it.
     serve.proc.kill9();
-    let serve = start_dispatching_serve(base.path(), port, SECRET).await;
+    let serve = start_dispatching_serve(base.path(), port, SECRET, None).await;
     let done = Client::new(&serve.url, Some(&ann))
         .wait_job(&id, LONG, is_final)
         .await;
@@ -240,10 +255,10 @@ async fn a_wrong_secret_is_refused_and_the_job_waits_for_a_right_one() {
     assert_eq!(done["attempts"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_push_worker_killed_mid_job_has_its_job_retried() {
+/// Kills the endpoint running a job and starts another on its address: the job is retried.
+async fn kill_mid_job_and_replace(redis: Option<&str>) {
     let base = tempfile::tempdir().unwrap();
-    let (serve, mut worker, port) = setup(base.path()).await;
+    let (serve, mut worker, port) = setup(base.path(), redis).await;
     let as_ann = Client::new(&serve.url, Some(&User::participant("ann")));
     let id = as_ann.submit(workload(3_000, 30, 7, "killed"), None).await;
     as_ann
@@ -281,9 +296,23 @@ async fn a_push_worker_killed_mid_job_has_its_job_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_worker_killed_mid_job_has_its_job_retried() {
+    kill_mid_job_and_replace(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_worker_killed_mid_job_has_its_job_retried_on_the_redis_queue() {
+    if !redis_ready() {
+        return;
+    }
+    let redis = RedisServer::start().unwrap();
+    kill_mid_job_and_replace(Some(&redis.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_a_pushed_job_interrupts_the_worker_and_frees_it() {
     let base = tempfile::tempdir().unwrap();
-    let (serve, worker, port) = setup(base.path()).await;
+    let (serve, worker, port) = setup(base.path(), None).await;
     let as_ann = Client::new(&serve.url, Some(&User::participant("ann")));
     let long = as_ann.submit(workload(20_000, 200, 1, "long"), None).await;
     as_ann

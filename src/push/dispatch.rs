@@ -38,11 +38,15 @@ pub struct Dispatcher {
     backend: Arc<dyn Backend>,
     layout: Arc<Layout>,
     url: String,
+    /// The URL without credentials (for logs and the worker list).
+    shown: String,
     secret: String,
     http: reqwest::Client,
     id: String,
     heartbeat: Duration,
     jobs_done: u64,
+    /// Whether the last health check got an answer (to log changes only).
+    reachable: bool,
 }
 
 /// What one round did.
@@ -85,6 +89,8 @@ impl Dispatcher {
             .host_str()
             .with_context(|| format!("--dispatch-http {url}: no host"))?;
         let port = parsed.port_or_known_default().unwrap_or(80);
+        // Shown in /admin and logs: without credentials a URL might carry.
+        let shown = format!("{}://{host}:{port}{}", parsed.scheme(), parsed.path());
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?;
@@ -92,18 +98,20 @@ impl Dispatcher {
             backend,
             layout,
             url: url.trim_end_matches('/').to_string(),
+            shown: shown.trim_end_matches('/').to_string(),
             secret,
             http,
             id: format!("http:{host}:{port}"),
             heartbeat,
             jobs_done: 0,
+            reachable: true,
         })
     }
 
     fn info(&self, current: Option<&str>) -> WorkerInfo {
         WorkerInfo {
             id: self.id.clone(),
-            device: self.url.clone(),
+            device: self.shown.clone(),
             current_job: current.map(str::to_string),
             last_seen: now_ms(),
             jobs_done: self.jobs_done,
@@ -113,7 +121,7 @@ impl Dispatcher {
 
     /// Dispatches until `shutdown` turns true (after the running job).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(worker = %self.id, "dispatching jobs to {}", self.url);
+        tracing::info!(worker = %self.id, "dispatching jobs to {}", self.shown);
         let mut failures = 0u32;
         while !*shutdown.borrow() {
             let pause = match self.round().await {
@@ -155,18 +163,27 @@ impl Dispatcher {
     /// Janitor, health check, claim, and run what was claimed.
     async fn round(&mut self) -> queue::Result<Round> {
         self.backend.requeue_expired().await?;
-        match self.health().await {
-            Ok(h) if h.ready && !h.busy => {}
-            Ok(h) => {
-                tracing::debug!(worker = %self.id, "endpoint not available: {h:?}");
-                return Ok(Round::Unavailable);
+        let health = self.health().await;
+        match &health {
+            Ok(_) if !self.reachable => {
+                tracing::info!(worker = %self.id, "endpoint {} answers", self.shown);
+                self.reachable = true;
             }
-            Err(e) => {
-                tracing::debug!(worker = %self.id, "endpoint unreachable: {e}");
-                return Ok(Round::Unavailable);
+            Err(e) if self.reachable => {
+                tracing::warn!(worker = %self.id, "endpoint {} unreachable (retrying): {e}", self.shown);
+                self.reachable = false;
             }
+            _ => {}
         }
+        let Ok(health) = health else {
+            return Ok(Round::Unavailable);
+        };
+        // An endpoint that answers shows as a worker (busy ones too: still interrupting).
         self.backend.worker_heartbeat(&self.info(None)).await?;
+        if !health.ready || health.busy {
+            tracing::debug!(worker = %self.id, "endpoint not available: {health:?}");
+            return Ok(Round::Unavailable);
+        }
         match self.backend.claim(&self.id).await? {
             Some(lease) => {
                 self.run_lease(lease).await?;
