@@ -105,6 +105,9 @@ fn layout(args: &WorkerArgs, device: &DeviceName) -> anyhow::Result<Arc<Layout>>
 /// first).
 async fn run_http(args: WorkerArgs, addr: SocketAddr) -> anyhow::Result<()> {
     let secret = push::require_secret(args.http_secret.as_deref(), "--http")?;
+    if args.queue.redis.is_some() {
+        tracing::warn!("--http: jobs come over HTTP; --redis is not used");
+    }
     let device = DeviceName::parse(&args.device)?;
     let layout = layout(&args, &device)?;
     let engine = Engine::new(registry(args.dev_nodes), args.cache.policy());

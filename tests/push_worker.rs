@@ -51,6 +51,19 @@ async fn health(port: u16, secret: Option<&str>) -> (u16, Value) {
     }
 }
 
+/// `POST /run` with the right secret and `body`: status and body.
+async fn run_raw(port: u16, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/run"))
+        .bearer_auth(SECRET)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// Waits until the endpoint reports `want` (e.g. ready and idle).
 async fn wait_health(port: u16, want: Value, proc: &Proc) {
     let deadline = Instant::now() + LONG;
@@ -231,6 +244,11 @@ async fn a_wrong_secret_is_refused_and_the_job_waits_for_a_right_one() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
+    let (status, body) = run_raw(port, json!({"job": "not a job"})).await;
+    assert_eq!(
+        (status, &body["error"]["type"]),
+        (400, &json!("bad_request"))
+    );
 
     let mut serve = start_dispatching_serve(base.path(), port, "wrong", None).await;
     let ann = User::participant("ann");
@@ -319,6 +337,9 @@ async fn cancelling_a_pushed_job_interrupts_the_worker_and_frees_it() {
         .wait_job(&long, LONG, |j| j["status"] == "in_progress")
         .await;
     wait_health(port, json!({"ready": true, "busy": true}), &worker).await;
+    // One job at a time: a second request is turned away.
+    let (status, body) = run_raw(port, json!({})).await;
+    assert_eq!((status, &body["error"]["type"]), (503, &json!("busy")));
     let asked = Instant::now();
     let (status, _) = as_ann
         .send("POST", "/api/interrupt", Some(json!({"prompt_id": long})))

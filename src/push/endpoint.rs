@@ -150,10 +150,6 @@ async fn run(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, body: By
     if !endpoint.health().ready {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "starting");
     }
-    let request: RunRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
-    };
     if endpoint
         .busy
         .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
@@ -166,6 +162,10 @@ async fn run(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, body: By
         );
     }
     let busy = Busy(endpoint.clone());
+    let request: RunRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+    };
     let job = request.job;
     let env = match endpoint.layout.ensure_user(&job.user) {
         Ok(env) => env,
