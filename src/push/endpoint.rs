@@ -232,7 +232,13 @@ async fn run_job(
         tokio::select! {
             joined = &mut blocking => break joined,
             Some(event) = events.recv() => send(Line::Event(job_event(&job, &event))),
-            _ = keepalive.tick() => send(Line::Keepalive),
+            _ = keepalive.tick() => {
+                send(Line::Keepalive);
+                // Again, in case the engine cleared the request when the prompt started.
+                if gone {
+                    interrupt.trigger();
+                }
+            }
             _ = tx.closed(), if !gone => {
                 gone = true;
                 tracing::info!(job = %job.id, "the client went away; interrupting the job");
