@@ -5,6 +5,7 @@ mod client;
 mod device;
 mod export;
 mod models;
+mod push;
 mod queue_args;
 mod run;
 mod serve;
@@ -38,7 +39,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Serve ComfyUI's HTTP/WebSocket API and frontend, with the embedded queue and local workers.
     Serve(Box<serve::ServeArgs>),
-    /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`).
+    /// Run jobs from the shared Redis queue on one device (`--redis URL --device cuda:0`), or
+    /// jobs pushed over HTTP one per request (`--http ADDR`, serverless platforms).
     Worker(Box<worker::WorkerArgs>),
     /// Health of a running server: queue backend, workers, disk, GPU memory (`--json`).
     Status(Box<status::StatusArgs>),

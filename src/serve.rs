@@ -1,7 +1,8 @@
 //! `comfyrs serve`: the ComfyUI-compatible server with its embedded queue and a local worker per
 //! device (none with `--no-local-worker`), ready on a fresh machine with no configuration.
 //! With `--redis URL` the queue is the shared Redis one, so `comfyrs worker` processes on other
-//! machines (sharing the `--base-directory` filesystem) run the jobs too.
+//! machines (sharing the `--base-directory` filesystem) run the jobs too. With
+//! `--dispatch-http URL` it also pushes jobs to `comfyrs worker --http` endpoints.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use server::{AppState, ServerConfig};
 use tokio::sync::watch;
 
 use crate::device::DeviceName;
+use crate::push::dispatch::Dispatcher;
 use crate::queue_args::QueueArgs;
 use crate::settings::{CacheArgs, PathArgs};
 
@@ -94,6 +96,17 @@ pub struct ServeArgs {
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
+    /// Push jobs to these `comfyrs worker --http` endpoints (repeatable, or comma-separated),
+    /// one job at a time each, with the queue's leases, retries and cancellation.
+    #[arg(
+        long = "dispatch-http",
+        env = "COMFYRS_DISPATCH_HTTP",
+        value_delimiter = ','
+    )]
+    pub dispatch_http: Vec<String>,
+    /// The secret shared with the --dispatch-http endpoints (their --http-secret).
+    #[arg(long, env = "COMFYRS_HTTP_SECRET", hide_env_values = true)]
+    pub http_secret: Option<String>,
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
@@ -278,6 +291,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
+    let mut dispatchers = Vec::new();
     if !args.no_local_worker {
         for device in &args.devices {
             // Each worker runs its prompts on its own device; folders, models and services
@@ -294,6 +308,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             workers.push(tokio::spawn(async move { worker.run(rx).await }));
         }
     }
+    let urls: Vec<&String> = args
+        .dispatch_http
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .collect();
+    if !urls.is_empty() {
+        let secret = crate::push::require_secret(args.http_secret.as_deref(), "--dispatch-http")?;
+        for url in urls {
+            let dispatcher = Dispatcher::new(
+                backend.clone(),
+                layout.clone(),
+                url.trim(),
+                secret.clone(),
+                args.queue.heartbeat(),
+            )?;
+            let rx = stop_rx.clone();
+            dispatchers.push(tokio::spawn(dispatcher.run(rx)));
+        }
+    }
     let addrs = addresses(&args.listen, args.port)?;
     let shutdown = async move {
         shutdown_signal().await;
@@ -306,6 +339,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Ok(Err(e)) => tracing::error!("worker stopped with an error: {e}"),
             Err(e) => tracing::error!("worker task failed: {e}"),
             Ok(Ok(())) => {}
+        }
+    }
+    for dispatcher in dispatchers {
+        if let Err(e) = dispatcher.await {
+            tracing::error!("dispatcher task failed: {e}");
         }
     }
     Ok(())

@@ -6,7 +6,12 @@
 //! Outputs are written to the shared filesystem: give every worker the server's
 //! `--base-directory` (an NFS or similar mount), so `users/<name>/output/` is the same folder
 //! for the server that serves `/view` and for the worker that saves the files.
+//!
+//! With `--http ADDR` the worker needs no Redis and no shared filesystem: it takes one job per
+//! HTTP request from a server started with `--dispatch-http` (push mode, for serverless GPU
+//! platforms that start a container per request; see `crate::push`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +23,7 @@ use queue::{Layout, Worker, WorkerOptions};
 use tokio::sync::watch;
 
 use crate::device::DeviceName;
+use crate::push::{self, endpoint::Endpoint};
 use crate::queue_args::QueueArgs;
 use crate::serve::{registry, shutdown_signal};
 use crate::settings::{CacheArgs, PathArgs};
@@ -41,6 +47,13 @@ pub struct WorkerArgs {
     /// Register the development nodes (DevWorkload) for load tests.
     #[arg(long, env = "COMFYRS_DEV_NODES")]
     pub dev_nodes: bool,
+    /// Push mode: take jobs over HTTP on this address (`0.0.0.0:8000`) instead of pulling
+    /// them from Redis.
+    #[arg(long, env = "COMFYRS_WORKER_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// The secret shared with the server's --dispatch-http (required with --http).
+    #[arg(long, env = "COMFYRS_HTTP_SECRET", hide_env_values = true)]
+    pub http_secret: Option<String>,
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
@@ -52,16 +65,16 @@ pub struct WorkerArgs {
 /// Runs the worker until SIGTERM / Ctrl-C (or idle exit).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     args.queue.check()?;
+    if let Some(addr) = args.http {
+        return run_http(args, addr).await;
+    }
     let url = args
         .queue
         .redis
         .clone()
-        .context("comfyrs worker needs --redis URL (the queue it shares with the server)")?;
+        .context("comfyrs worker needs --redis URL (the queue it shares with the server), or --http ADDR for push mode")?;
     let device = DeviceName::parse(&args.device)?;
-    let mut env = args.paths.env()?;
-    env.device = device.open()?;
-    let base = args.paths.base_directory.clone();
-    let layout = Arc::new(Layout::new(env, base.join("users")));
+    let layout = layout(&args, &device)?;
     let config = args.queue.config(args.max_history, 0);
     let backend = args.queue.connect_redis(&url, config).await?;
     let registry = registry(args.dev_nodes);
@@ -105,4 +118,40 @@ pub fn warmup_prompts(
             })
         })
         .collect()
+}
+
+/// The worker's folders (`<base>/users/<name>/...`) with models on `device`.
+fn layout(args: &WorkerArgs, device: &DeviceName) -> anyhow::Result<Arc<Layout>> {
+    let mut env = args.paths.env()?;
+    env.device = device.open()?;
+    let base = args.paths.base_directory.clone();
+    Ok(Arc::new(Layout::new(env, base.join("users"))))
+}
+
+/// Push mode: serves `POST /run` on `addr` until SIGTERM / Ctrl-C (a running job finishes
+/// first).
+async fn run_http(args: WorkerArgs, addr: SocketAddr) -> anyhow::Result<()> {
+    let secret = push::require_secret(args.http_secret.as_deref(), "--http")?;
+    if args.queue.redis.is_some() {
+        tracing::warn!("--http: jobs come over HTTP; --redis is not used");
+    }
+    let device = DeviceName::parse(&args.device)?;
+    let layout = layout(&args, &device)?;
+    let registry = registry(args.dev_nodes);
+    let warmup = warmup_prompts(&args.warmup, &registry, &layout.base)?;
+    let engine = Engine::new(registry, args.cache.policy());
+    let endpoint = Arc::new(Endpoint::new(
+        engine,
+        layout,
+        secret,
+        args.queue.heartbeat(),
+    ));
+    // The endpoint answers (503, not ready) while the warm-up loads the models.
+    let server = tokio::spawn(push::endpoint::serve(
+        endpoint.clone(),
+        addr,
+        shutdown_signal(),
+    ));
+    endpoint.warm_up(warmup).await?;
+    server.await.context("the HTTP endpoint stopped")?
 }

@@ -271,7 +271,7 @@ pub enum EventMessage {
     },
 }
 
-mod bytes_b64 {
+pub(crate) mod bytes_b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eta;
 pub mod job;
 pub mod layout;
+pub mod push;
 pub mod redis;
 pub mod scheduler;
 pub mod worker;
