@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FRONTEND_VERSION="${COMFYRS_FRONTEND_VERSION:-1.58.1}"
+CARGO_FUZZ_VERSION=0.13.2
 # The workflow templates: index + workflow JSON, and the video bundle's thumbnails (LTX-2 et al.).
 TEMPLATES_JSON_VERSION="${COMFYRS_TEMPLATES_JSON_VERSION:-0.1.123}"
 TEMPLATES_VIDEO_VERSION="${COMFYRS_TEMPLATES_VIDEO_VERSION:-0.3.101}"
@@ -50,6 +51,12 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo (Rust >= 1.90) is required: install it with rustup (https://rustup.rs)" >&2
   exit 1
+fi
+
+# cargo-fuzz runs the libFuzzer targets of fuzz/ in the tests (scripts/test.sh).
+if [ "$TEST" -eq 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
 # The ComfyUI frontend (the PyPI wheel's static files), served by `comfyrs serve`.

@@ -28,3 +28,25 @@ cargo test --workspace --all-targets --locked
 fuzz_seconds="${COMFYRS_FUZZ_SECONDS:-20}"
 (cd fuzz && CARGO_TARGET_DIR="$(cd .. && mkdir -p "$target" && cd "$target" && pwd)/fuzz" \
   cargo run --release --locked --bin fuzz-stable -- all --seconds "$fuzz_seconds")
+# libFuzzer itself (cargo-fuzz; RUSTC_BOOTSTRAP=1 lets stable Rust build the instrumented
+# targets; no sanitizer: the targets are safe Rust, and coverage-guided search is what libFuzzer
+# adds over the stable runner) for COMFYRS_LIBFUZZER_SECONDS per target. It reads the committed
+# corpus and writes the inputs it finds to a scratch folder; a crash fails the run and leaves the
+# input in fuzz/artifacts/<target>/.
+libfuzzer_seconds="${COMFYRS_LIBFUZZER_SECONDS:-20}"
+libfuzzer_target="$(cd "$target" && pwd)/libfuzzer"
+for fuzz_target in $(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$//'); do
+  scratch=$(mktemp -d)
+  mkdir "$scratch/new"
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$libfuzzer_target" \
+    cargo fuzz run --features libfuzzer --sanitizer none -O --debug-assertions \
+    "$fuzz_target" "$scratch/new" "corpus/$fuzz_target" -- \
+    -max_total_time="$libfuzzer_seconds" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+    >"$scratch/log" 2>&1); then
+    tail -n 80 "$scratch/log"
+    echo "libFuzzer: $fuzz_target failed (the input is in fuzz/artifacts/$fuzz_target/)" >&2
+    exit 1
+  fi
+  grep -E '^(Done |stat::number_of_executed_units)' "$scratch/log" | sed "s/^/libFuzzer $fuzz_target: /"
+  rm -rf "$scratch"
+done
