@@ -1,6 +1,8 @@
 //! Job ETAs in the jobs API and over the WebSocket: after a job of a shape has run, pending jobs
 //! of that shape get `eta_start` / `eta_finish` from its run time, queued behind the running job
-//! on the one local worker, and their owner receives `comfyrs.eta` messages.
+//! on the one local worker; their owner's sockets get the estimates inside `status` messages
+//! (`exec_info.comfyrs_eta`, which the ComfyUI frontend ignores), and `comfyrs.eta` messages only
+//! on a socket that asked for them in its `feature_flags` message.
 
 mod common;
 
@@ -34,6 +36,10 @@ async fn pending_jobs_get_etas_from_runs_of_their_shape() {
     );
 
     let mut ws = api.ws("", Some("eta-client")).await;
+    let mut opted_in = api.ws("", Some("eta-client")).await;
+    opted_in
+        .send_json(&json!({"type": "feature_flags", "data": {"supports_preview_metadata": true, "comfyrs_eta": true}}))
+        .await;
     let long = api
         .queue("", &workload(4000, "eta/long"), Some("eta-client"))
         .await;
@@ -74,7 +80,35 @@ async fn pending_jobs_get_etas_from_runs_of_their_shape() {
     let running = api.get(&format!("/api/jobs/{long_id}")).await.json;
     assert!(running.get("eta_start").is_none(), "{running}");
 
+    // Every socket: the estimates ride in `status` messages, and no unknown message type comes.
+    let has_last = |jobs: &Value| {
+        jobs.as_array()
+            .is_some_and(|jobs| jobs.iter().any(|j| j["prompt_id"] == last_id.as_str()))
+    };
     let frames = ws
+        .until(Duration::from_secs(30), |f| {
+            f.json().is_some_and(|v| {
+                v["type"] == "status"
+                    && has_last(&v["data"]["status"]["exec_info"]["comfyrs_eta"]["jobs"])
+            })
+        })
+        .await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.json().is_none_or(|v| v["type"] != "comfyrs.eta")),
+        "a socket that did not ask got comfyrs.eta messages"
+    );
+    let status = frames.last().and_then(|f| f.json()).unwrap().clone();
+    let exec_info = &status["data"]["status"]["exec_info"];
+    assert!(
+        exec_info["queue_remaining"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    assert_eq!(exec_info["comfyrs_eta"]["workers"], 1, "{status}");
+
+    // The socket that asked: `comfyrs.eta` messages.
+    let frames = opted_in
         .until(Duration::from_secs(30), |f| {
             f.json().is_some_and(|v| {
                 v["type"] == "comfyrs.eta"
@@ -95,4 +129,31 @@ async fn pending_jobs_get_etas_from_runs_of_their_shape() {
         .clone();
     assert!(entry["eta_finish"].as_f64().is_some(), "{message}");
     api.wait_history("", &last_id).await;
+}
+
+#[tokio::test]
+async fn the_feature_flags_message_decides_who_gets_eta_messages() {
+    use server::routes::ws::{ClientFlags, client_flags};
+    let asked = r#"{"type": "feature_flags", "data": {"supports_preview_metadata": true, "comfyrs_eta": true}}"#;
+    assert_eq!(
+        client_flags(asked, true),
+        Some(ClientFlags {
+            preview_metadata: true,
+            eta_messages: true
+        })
+    );
+    let frontend = r#"{"type": "feature_flags", "data": {"supports_preview_metadata": true, "max_upload_size": 1}}"#;
+    assert_eq!(
+        client_flags(frontend, true),
+        Some(ClientFlags {
+            preview_metadata: true,
+            eta_messages: false
+        })
+    );
+    assert_eq!(
+        client_flags(asked, false),
+        None,
+        "only the first message counts"
+    );
+    assert_eq!(client_flags(r#"{"type": "other"}"#, true), None);
 }

@@ -1,11 +1,15 @@
 //! The queue as the jobs API and the participants see it: each pending job's position under the
 //! current policy and its estimated start and finish (`queue::eta`), from the live workers, the
 //! running jobs and recent run times (re-read from the history at most every few seconds).
-//! Owners get their jobs' estimates over the WebSocket as `comfyrs.eta` messages, a type the
-//! ComfyUI frontend ignores.
+//! Owners get their jobs' estimates over the WebSocket inside the `status` messages
+//! (`data.status.exec_info.comfyrs_eta`, a field the ComfyUI frontend ignores), and as
+//! `comfyrs.eta` messages when their client asked for them in its `feature_flags` message
+//! (`"comfyrs_eta": true`); the frontend does not, so it never sees a message type it does not
+//! know.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
@@ -61,6 +65,10 @@ pub struct QueueView {
     pub workers: usize,
     /// The pending jobs, in projected order.
     pub order: Vec<Job>,
+    /// Pending + running jobs per user (ComfyUI's `queue_remaining` of their workspace).
+    pub remaining: HashMap<String, usize>,
+    /// Pending + running jobs of everyone (an admin's `queue_remaining`).
+    pub total: usize,
 }
 
 impl QueueView {
@@ -96,7 +104,13 @@ impl QueueView {
             estimate(&order, &running, workers, &history, now)
         };
         let order = order.into_iter().cloned().collect();
+        let mut remaining = HashMap::new();
+        for job in &active {
+            *remaining.entry(job.user.clone()).or_insert(0) += 1;
+        }
         Ok(Self {
+            remaining,
+            total: active.len(),
             positions,
             etas,
             workers,
@@ -118,6 +132,17 @@ impl QueueView {
 
     /// The `comfyrs.eta` message for `user`'s pending jobs (`None` when they have none).
     pub fn message_for(&self, user: &str) -> Option<Message> {
+        let data = self.eta_for(user)?;
+        Some(Message::Text(
+            json!({"type": "comfyrs.eta", "data": data})
+                .to_string()
+                .into(),
+        ))
+    }
+
+    /// `{"jobs": [{prompt_id, queue_position, eta_start, eta_finish, eta_basis}], "workers"}`
+    /// for `user`'s pending jobs (`None` when they have none).
+    pub fn eta_for(&self, user: &str) -> Option<Value> {
         let jobs: Vec<Value> = self
             .order
             .iter()
@@ -132,12 +157,7 @@ impl QueueView {
         if jobs.is_empty() {
             return None;
         }
-        let data = json!({"jobs": jobs, "workers": self.workers});
-        Some(Message::Text(
-            json!({"type": "comfyrs.eta", "data": data})
-                .to_string()
-                .into(),
-        ))
+        Some(json!({"jobs": jobs, "workers": self.workers}))
     }
 
     fn annotate_id(&self, id: &str, item: &mut Value) {
@@ -149,8 +169,10 @@ impl QueueView {
     }
 }
 
-/// Sends every connected owner of pending jobs their estimates.
-pub async fn send_etas(state: &AppState) {
+/// Sends every socket a `status` message with its workspace's queue count and its user's
+/// estimates, and `comfyrs.eta` messages to the sockets that asked for them. When the queue
+/// cannot be estimated, the plain counts go out.
+pub async fn send_status(state: &AppState) {
     let sockets = state.hub.sockets();
     if sockets.is_empty() {
         return;
@@ -159,12 +181,23 @@ pub async fn send_etas(state: &AppState) {
         Ok(view) => view,
         Err(e) => {
             tracing::warn!("cannot estimate the queue: {e:?}");
+            crate::broadcast_status(state).await;
             return;
         }
     };
     for socket in sockets {
-        if let Some(message) = view.message_for(&socket.user) {
+        let count = if socket.admin {
+            view.total
+        } else {
+            view.remaining.get(&socket.user).copied().unwrap_or(0)
+        };
+        let eta = view.eta_for(&socket.user);
+        let wants_messages = socket.eta_messages.load(Ordering::Relaxed);
+        if wants_messages && let Some(message) = view.message_for(&socket.user) {
             let _ = socket.tx.try_send(message);
         }
+        let _ = socket
+            .tx
+            .try_send(crate::hub::status_message_with_eta(count, None, eta));
     }
 }

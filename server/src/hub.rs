@@ -25,6 +25,9 @@ pub struct Socket {
     pub admin: bool,
     /// Whether the client negotiated `supports_preview_metadata` (binary type 4 previews).
     pub preview_metadata: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the client asked for `comfyrs.eta` messages (`feature_flags` with
+    /// `comfyrs_eta: true`); every client gets the estimates inside `status` messages.
+    pub eta_messages: Arc<std::sync::atomic::AtomicBool>,
     /// Outgoing messages.
     pub tx: mpsc::Sender<Message>,
 }
@@ -196,7 +199,20 @@ pub fn encode(event: &JobEvent, preview_metadata: bool) -> Option<Message> {
 
 /// A `status` message with a queue count (and the sid on connect).
 pub fn status_message(queue_remaining: usize, sid: Option<&str>) -> Message {
+    status_message_with_eta(queue_remaining, sid, None)
+}
+
+/// A `status` message whose `exec_info` also carries `comfyrs_eta` (the user's pending jobs'
+/// estimates): an extra field the ComfyUI frontend ignores, unlike an unknown message type.
+pub fn status_message_with_eta(
+    queue_remaining: usize,
+    sid: Option<&str>,
+    eta: Option<Value>,
+) -> Message {
     let mut data = json!({"status": {"exec_info": {"queue_remaining": queue_remaining}}});
+    if let Some(eta) = eta {
+        data["status"]["exec_info"]["comfyrs_eta"] = eta;
+    }
     if let Some(sid) = sid {
         data["sid"] = Value::from(sid);
     }

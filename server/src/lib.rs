@@ -54,8 +54,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     while let Ok(Notice::Event(event)) = rx.try_recv().map_err(|_| ()) {
                         state.hub.route(&event);
                     }
-                    broadcast_status(&state).await;
-                    eta::send_etas(&state).await;
+                    eta::send_status(&state).await;
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
@@ -70,7 +69,8 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn broadcast_status(state: &AppState) {
+/// Sends every socket a `status` message with its workspace's queue count.
+pub(crate) async fn broadcast_status(state: &AppState) {
     let sockets = state.hub.sockets();
     if sockets.is_empty() {
         return;

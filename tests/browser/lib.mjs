@@ -41,10 +41,8 @@ export async function openUser(ctx, user, password) {
   const log = { errors: [], badResponses: [], messages: [], toasts: [] };
   page.on('pageerror', (e) => log.errors.push(`uncaught: ${e.message}`));
   // Failing requests are judged by their URL above; their console echoes are not counted.
-  // The frontend reports each WebSocket message type it has no handler for once on the console
-  // and otherwise ignores it: our own `comfyrs.*` types (job ETAs) are expected to be ignored.
   page.on('console', (m) => {
-    const echo = /^Failed to load resource|^Failed to fetch: \d+$|^Unknown message type comfyrs\./.test(m.text());
+    const echo = /^Failed to load resource|^Failed to fetch: \d+$/.test(m.text());
     if (m.type() === 'error' && !echo) {
       log.errors.push(`console: ${m.text().slice(0, 300)}`);
     }

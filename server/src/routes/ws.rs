@@ -85,6 +85,22 @@ async fn replay_executing(state: &AppState, scope: &Scope, sid: &str, tx: &mpsc:
 /// it is `{"type": "feature_flags", "data": {...}}`; the answer is whether the client supports
 /// preview metadata (`data.supports_preview_metadata == true`). Anything else is ignored (`None`).
 pub fn feature_flags_request(text: &str, first: bool) -> Option<bool> {
+    client_flags(text, first).map(|flags| flags.preview_metadata)
+}
+
+/// What a client's `feature_flags` message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientFlags {
+    /// `supports_preview_metadata`: binary previews with metadata.
+    pub preview_metadata: bool,
+    /// `comfyrs_eta`: `comfyrs.eta` messages (our extension; the ComfyUI frontend does not ask
+    /// for them and gets the estimates only inside `status` messages).
+    pub eta_messages: bool,
+}
+
+/// The flags of a client's first message when it is `feature_flags` (see
+/// [`feature_flags_request`]).
+pub fn client_flags(text: &str, first: bool) -> Option<ClientFlags> {
     if !first {
         return None;
     }
@@ -92,7 +108,10 @@ pub fn feature_flags_request(text: &str, first: bool) -> Option<bool> {
     if parsed["type"].as_str() != Some("feature_flags") {
         return None;
     }
-    Some(parsed["data"]["supports_preview_metadata"] == true)
+    Some(ClientFlags {
+        preview_metadata: parsed["data"]["supports_preview_metadata"] == true,
+        eta_messages: parsed["data"]["comfyrs_eta"] == true,
+    })
 }
 
 async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket) {
@@ -100,12 +119,14 @@ async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket)
     let (tx, mut rx) = mpsc::channel::<Message>(SOCKET_BUFFER);
     let conn = state.hub.next_conn();
     let preview_metadata = Arc::new(AtomicBool::new(false));
+    let eta_messages = Arc::new(AtomicBool::new(false));
     state.hub.add(Socket {
         conn,
         sid: sid.clone(),
         user: scope.user.clone(),
         admin: scope.admin,
         preview_metadata: preview_metadata.clone(),
+        eta_messages: eta_messages.clone(),
         tx: tx.clone(),
     });
     let remaining = super::prompt::queue_remaining(&state, &scope)
@@ -124,8 +145,14 @@ async fn run(state: Arc<AppState>, scope: Scope, sid: String, socket: WebSocket)
     while let Some(Ok(message)) = stream.next().await {
         match message {
             Message::Text(text) => {
-                if let Some(preview) = feature_flags_request(&text, first) {
-                    preview_metadata.store(preview, Ordering::Relaxed);
+                if let Some(flags) = client_flags(&text, first) {
+                    preview_metadata.store(flags.preview_metadata, Ordering::Relaxed);
+                    eta_messages.store(flags.eta_messages, Ordering::Relaxed);
+                    if flags.eta_messages {
+                        // The estimates now, not at the next queue change.
+                        let eta_state = state.clone();
+                        tokio::spawn(async move { crate::eta::send_status(&eta_state).await });
+                    }
                     let reply = json!({"type": "feature_flags", "data": super::system::feature_flags(&state)});
                     let _ = tx.send(Message::Text(reply.to_string().into())).await;
                 }
