@@ -1,6 +1,7 @@
 // The /admin dashboard in Debian's headless Chromium (playwright-core), against a running
 // `comfyrs serve` in workshop mode with one long job running and three pending (started by
-// tests/admin_dashboard.rs). Checks live progress, the workers and users panels, and every
+// tests/admin_dashboard.rs). Checks live progress, the workers and users panels, the pending
+// jobs' expected finish times, and every
 // control: prioritise, policy switch, pause/resume, cancel a pending and a running job; and
 // that a participant is refused the page. Exits non-zero on any failure.
 //
@@ -99,6 +100,35 @@ async function main() {
   await user.waitFor();
   check((await user.textContent()).includes('3'), 'the user row counts 3 pending jobs');
   check((await page.textContent('[data-count="pending"]')).trim() === '3', 'the pending card says 3');
+
+  // Expected finish: every pending job has an estimate (the queue has a live worker), later
+  // jobs no earlier than the ones before them.
+  const headers = await page.locator('#pending thead th').allTextContents();
+  const etaColumn = headers.indexOf('Expected finish');
+  check(etaColumn >= 0, `the pending table has an "Expected finish" column (${headers.join(', ')})`);
+  // The dashboard writes "in 12.3 s", "in 4 min 5 s" or "in 1 h 2 min".
+  const seconds = (text) => {
+    const t = text.trim().replace(/^in /, '');
+    let m;
+    if ((m = /^([\d.]+) s$/.exec(t))) return Number(m[1]);
+    if ((m = /^(\d+) min (\d+) s$/.exec(t))) return Number(m[1]) * 60 + Number(m[2]);
+    if ((m = /^(\d+) h (\d+) min$/.exec(t))) return Number(m[1]) * 3600 + Number(m[2]) * 60;
+    return NaN;
+  };
+  await page.waitForFunction(
+    (col) => [...document.querySelectorAll('#pending tbody tr')].length === 3 &&
+      [...document.querySelectorAll('#pending tbody tr')].every(
+        (tr) => /^in /.test(tr.children[col]?.textContent ?? '')),
+    etaColumn, { timeout: 15000 });
+  const etaCells = await page.locator(`#pending tbody tr td:nth-child(${etaColumn + 1})`).allTextContents();
+  const etaTitles = await page.locator(`#pending tbody tr td:nth-child(${etaColumn + 1})`)
+    .evaluateAll((tds) => tds.map((td) => td.title));
+  check(etaCells.length === 3 && etaCells.every((t) => /^in /.test(t)),
+    `each pending job shows its expected finish (${etaCells.join(' | ')})`);
+  check(etaTitles.every((t) => t.length > 0), `each estimate names its basis (${etaTitles.join(' | ')})`);
+  const etaSeconds = etaCells.map(seconds);
+  check(etaSeconds.every((v, i) => !Number.isNaN(v) && (i === 0 || v >= etaSeconds[i - 1])),
+    `later jobs are expected to finish no earlier (${etaSeconds.join(', ')} s)`);
 
   // Prioritise the last pending job: it becomes first.
   const last = jobs.pending[2];
