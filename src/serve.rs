@@ -165,9 +165,25 @@ pub struct LimitArgs {
     /// WebSocket connections a user may hold at once.
     #[arg(long, env = "COMFYRS_MAX_SOCKETS_PER_USER", default_value_t = 16)]
     pub max_sockets_per_user: usize,
+    /// Longest life of a browser session (`/login`), in hours.
+    #[arg(long, env = "COMFYRS_SESSION_TTL_HOURS", default_value_t = 12.0)]
+    pub session_ttl_hours: f64,
+    /// A browser session ends after this many minutes without a request.
+    #[arg(long, env = "COMFYRS_SESSION_IDLE_MINUTES", default_value_t = 120.0)]
+    pub session_idle_minutes: f64,
 }
 
 impl LimitArgs {
+    /// How long browser sessions last (`secure`: the server speaks HTTPS).
+    pub fn session_policy(&self, secure: bool) -> server::sessions::SessionPolicy {
+        let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.001));
+        server::sessions::SessionPolicy {
+            ttl: seconds(self.session_ttl_hours * 3600.0),
+            idle: seconds(self.session_idle_minutes * 60.0),
+            secure,
+        }
+    }
+
     /// The server's per-user limits.
     pub fn user_limits(&self) -> UserLimits {
         UserLimits {
@@ -283,6 +299,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         argv: std::env::args().collect(),
         devices: args.devices.clone(),
         min_free_disk_bytes: server::disk::gb_to_bytes(args.min_free_disk_gb),
+        session_policy: args.limits.session_policy(args.tls_cert.is_some()),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),

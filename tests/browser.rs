@@ -2,7 +2,9 @@
 //! `comfyrs serve` in workshop mode, driven in Debian's headless Chromium by
 //! `tests/browser/e2e.mjs` (playwright-core). user001 loads the UI with no error toasts, queues
 //! a workflow with the Run button and sees the output image; user002 cannot see it. The
-//! screenshot is kept under the target directory (`tmp/browser/`) as an artifact.
+//! screenshot is kept under the target directory (`tmp/browser/`) as an artifact. A participant
+//! without credentials is sent to `/login`, logs in through the form and works in the frontend
+//! on the session cookie alone (`tests/browser/login.mjs`).
 
 mod common;
 
@@ -62,4 +64,32 @@ fn frontend_runs_a_workflow_and_keeps_users_apart() {
         "nothing in the shared output folder"
     );
     assert!(output_dir.is_dir());
+}
+
+#[test]
+fn a_participant_logs_in_through_the_login_page() {
+    let ready = browser_ready()
+        && e2e_ready(
+            "the ComfyUI frontend (data/frontend)",
+            installed_frontend().is_some(),
+        );
+    if !ready {
+        return;
+    }
+    let server = Server::start(ServerOptions {
+        users: vec![TestUser::participant("user001", "pw-user001")],
+        frontend: true,
+        ..ServerOptions::default()
+    });
+    let args = vec![
+        "--url".to_string(),
+        server.url.clone(),
+        "--user".into(),
+        "user001:pw-user001".into(),
+        "--chromium".into(),
+        chromium().display().to_string(),
+    ];
+    let (ok, output) = run_node("login.mjs", &args, Duration::from_secs(240));
+    println!("{output}");
+    assert!(ok, "the login test failed:\n{output}\nserver log:\n{}", server.log());
 }

@@ -83,6 +83,8 @@ const RESERVED: &[&str] = &[
     "workflow_templates",
     "view_metadata",
     "index.html",
+    "login",
+    "logout",
     "user.css",
 ];
 

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
+pub mod sessions;
 pub mod state;
 pub mod tls;
 

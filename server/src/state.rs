@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub devices: Vec<String>,
     /// New prompts are refused while the output disk has fewer free bytes (0 = no guard).
     pub min_free_disk_bytes: u64,
+    /// How long browser sessions last.
+    pub session_policy: crate::sessions::SessionPolicy,
 }
 
 /// The shared state of a running server.
@@ -62,6 +64,8 @@ pub struct AppState {
     pub eta_history: crate::eta::HistoryCache,
     /// Rate counters for the per-user limits.
     pub guards: Guards,
+    /// Browser sessions (`/login`).
+    pub sessions: crate::sessions::Sessions,
 }
 
 impl AppState {
@@ -69,6 +73,7 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Arc<Self> {
         Arc::new(Self {
             guards: Guards::new(&config.user_limits),
+            sessions: crate::sessions::Sessions::new(config.session_policy),
             config,
             hub: Hub::default(),
             started: Instant::now(),

@@ -47,7 +47,7 @@ async function open(credentials) {
     executablePath: args.chromium,
     headless: true,
     args: FLAGS,
-    httpCredentials: { username, password },
+    extraHTTPHeaders: { Authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` },
   });
   const page = context.pages()[0] ?? (await context.newPage());
   const errors = [];

@@ -23,6 +23,11 @@ export const TOLERATED = [
 ];
 
 
+/** The `Authorization` header value of HTTP basic authentication. */
+export function basicAuth(user, password) {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}
+
 /**
  * A browser profile for one user (`user` null: single-user mode, no credentials), recording
  * what goes wrong and every WebSocket message. `ctx` is `{ base, chromium, fail }`.
@@ -34,7 +39,9 @@ export async function openUser(ctx, user, password) {
     executablePath: ctx.chromium,
     headless: true,
     args: FLAGS,
-    ...(user ? { httpCredentials: { username: user, password } } : {}),
+    // Basic credentials on every request, as API clients send them (a browser without
+    // credentials is sent to the login page instead of being challenged; login.mjs tests that).
+    ...(user ? { extraHTTPHeaders: { Authorization: basicAuth(user, password) } } : {}),
     viewport: { width: 1400, height: 900 },
   });
   const page = context.pages()[0] ?? (await context.newPage());

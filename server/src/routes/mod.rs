@@ -6,6 +6,7 @@ pub mod files;
 mod history;
 mod internal;
 mod jobs;
+mod login;
 mod loras;
 mod object_info;
 mod prompt;
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use tower::Layer;
 
-use crate::auth::{Role, Scope, parse_basic};
+use crate::auth::{Role, Scope, User, parse_basic};
 use crate::state::AppState;
 
 pub use jobs::{history_entry, job_item};
@@ -159,6 +160,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/internal/folder_paths", get(internal::folder_paths))
         .route("/internal/files/{kind}", get(internal::files))
         .route("/templates/{*path}", get(static_files::template))
+        .route("/login", get(login::page).post(login::login))
+        .route("/logout", get(login::logout_page).post(login::logout))
         .merge(admin::routes())
         .fallback(static_files::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -182,8 +185,9 @@ fn unauthorized() -> Response {
 }
 
 /// Decides who a request acts for. Single-user mode: everyone is the owner. Workshop mode: HTTP
-/// basic authentication; `/<user>/...` is that user's workspace (its owner or an admin only),
-/// the prefix is stripped before routing; other paths act for the authenticated user.
+/// basic authentication or a session cookie (`/login`); `/<user>/...` is that user's workspace
+/// (its owner or an admin only), the prefix is stripped before routing; other paths act for the
+/// authenticated user. A browser opening a page without credentials is sent to `/login`.
 async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     if let Some(response) = origin_guard(&state, &req) {
         return response;
@@ -192,24 +196,39 @@ async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next:
         req.extensions_mut().insert(Scope::single_user());
         return next.run(req).await;
     };
+    if matches!(req.uri().path(), "/login" | "/logout") {
+        return next.run(req).await;
+    }
     let credentials = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(parse_basic);
-    let Some((name, password)) = credentials else {
-        return unauthorized();
-    };
-    let addr = client_addr(&req);
-    if let Err(response) = login_allowed(&state, &name, &addr) {
-        return response;
-    }
-    let Some(actor) = users.verify(&name, &password).cloned() else {
-        state.guards.login_names.record(&name);
-        state.guards.login_addrs.record(&addr);
-        // The name is logged, never the password.
-        tracing::info!(user = %name, %addr, "failed login");
-        return unauthorized();
+    let actor = match credentials {
+        Some((name, password)) => {
+            let addr = client_addr(&req);
+            if let Err(response) = login_allowed(&state, &name, &addr) {
+                return response;
+            }
+            let Some(actor) = users.verify(&name, &password).cloned() else {
+                state.guards.login_names.record(&name);
+                state.guards.login_addrs.record(&addr);
+                // The name is logged, never the password.
+                tracing::info!(user = %name, %addr, "failed login");
+                return unauthorized();
+            };
+            actor
+        }
+        None => match session_user(&state, &users, &req) {
+            Some(actor) => {
+                if let Some(response) = cross_site_with_cookie(&req) {
+                    return response;
+                }
+                actor
+            }
+            None if wants_page(&req) => return to_login(&req),
+            None => return unauthorized(),
+        },
     };
     let admin = actor.role == Role::Admin;
     let path = req.uri().path().to_string();
@@ -262,6 +281,68 @@ async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next:
     };
     req.extensions_mut().insert(scope);
     next.run(req).await
+}
+
+/// The user of the request's session cookie, if it names a live session.
+fn session_user(state: &AppState, users: &crate::auth::Users, req: &Request) -> Option<User> {
+    let token = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(crate::sessions::token_in)?;
+    let name = state.sessions.user_for(token, |name| {
+        users.get(name).map(|u| u.password_hash.clone())
+    })?;
+    users.get(&name).cloned()
+}
+
+/// A state-changing request authenticated by the cookie alone must come from our own pages,
+/// whatever the CORS setting: the browser attaches cookies to cross-site requests.
+fn cross_site_with_cookie(req: &Request) -> Option<Response> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let headers = req.headers();
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(|o| o.split("://").nth(1).unwrap_or(o));
+    let foreign_origin =
+        matches!((origin_host, host), (Some(o), Some(h)) if !o.eq_ignore_ascii_case(h));
+    (matches!(site, Some("cross-site" | "same-site")) || foreign_origin)
+        .then(|| (StatusCode::FORBIDDEN, "cross-site request refused").into_response())
+}
+
+/// Whether the request is a browser opening a page (it would rather see the login form than a
+/// 401).
+fn wants_page(req: &Request) -> bool {
+    req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// A redirect to the login page that comes back to the requested path.
+fn to_login(req: &Request) -> Response {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let mut encoded = String::new();
+    for byte in target.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Redirect::to(&format!("/login?next={encoded}")).into_response()
 }
 
 /// The client's IP address (the connection's peer), or `unknown`.
