@@ -48,6 +48,8 @@ use stats::{Latencies, Limits};
 use user::{Behaviour, Ledger, Participant};
 
 const WORKERS: usize = 2;
+/// Redis is restarted once; each process may lose its subscription that often.
+const REDIS_RESTARTS: usize = 1;
 
 /// Run settings from the command line and environment.
 struct Settings {
@@ -215,8 +217,16 @@ async fn main() {
     sampler.abort();
 
     let submitted = ledger.jobs.lock().clone();
-    let verification =
+    let mut verification =
         verify::verify(&clients, &submitted, &rig.data(), killed_job.as_deref()).await;
+    let losses = rig.subscription_losses();
+    for (process, n) in &losses {
+        if *n > REDIS_RESTARTS {
+            verification.problems.push(format!(
+                "{process} lost its Redis subscription {n} times ({REDIS_RESTARTS} Redis restart)"
+            ));
+        }
+    }
     let routes = latencies.snapshot();
     let series = rig.watch.series();
     let submit_failures = ledger.submit_failures.lock().clone();
@@ -243,6 +253,14 @@ async fn main() {
             format!("{}-{} s", s.think_s.0, s.think_s.1),
         ),
         ("sampling".into(), format!("every {:?}", s.sample_every)),
+        (
+            "Redis subscription lost (per process log)".into(),
+            losses
+                .iter()
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
     ];
     let report = report::build(&report::Inputs {
         settings,

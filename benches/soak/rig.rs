@@ -177,6 +177,28 @@ impl Rig {
         out
     }
 
+    /// How often each process (by log file) lost its Redis subscription: once per Redis
+    /// restart is expected, more means the link drops by itself (and events are lost).
+    pub fn subscription_losses(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.base.path()) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let name = path.file_stem().unwrap_or_default().to_string_lossy();
+                out.push((
+                    name.to_string(),
+                    text.matches("lost the Redis subscription").count(),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The server's data folder.
     pub fn data(&self) -> std::path::PathBuf {
         self.base.path().join("data")

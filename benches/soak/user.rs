@@ -291,6 +291,11 @@ impl Participant {
                 let status = job.as_ref().and_then(|j| j["status"].as_str());
                 if let Some(status) = status.filter(|s| is_final(s)) {
                     seen = Some(status.to_string());
+                    if !ws_done {
+                        // The state is written before the event is published: give the event
+                        // a moment before calling it missed.
+                        ws_done = self.hear_done(&id, Duration::from_secs(3)).await;
+                    }
                     break;
                 }
             }
@@ -299,6 +304,27 @@ impl Participant {
         jobs[index].ws_done = ws_done;
         jobs[index].seen = seen.clone();
         (seen.as_deref() == Some("completed")).then_some(id)
+    }
+
+    /// Whether the socket reports the end of `id` within `window`.
+    async fn hear_done(&mut self, id: &str, window: Duration) -> bool {
+        let Some(socket) = self.socket.as_mut() else {
+            return false;
+        };
+        let deadline = Instant::now() + window;
+        while Instant::now() < deadline {
+            match socket.listen(Duration::from_millis(250)).await {
+                Heard::Messages(messages) if messages.iter().any(|m| says_done(m, id)) => {
+                    return true;
+                }
+                Heard::Messages(_) => {}
+                Heard::Closed => {
+                    self.socket = None;
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     async fn browse(&mut self) {
