@@ -15,6 +15,10 @@
 //! `COMFYRS_SOAK_USERS`). Without `--bench` (as `cargo test --all-targets` runs it) a smoke
 //! version runs: 45 s, 4 users, still with the worker kill and the Redis restart. The full run
 //! in the dev profile (no release build): `cargo test --bench soak -- --bench --duration 12m`.
+//! The processes run the `comfyrs` binary cargo built with this bench, in the same profile
+//! (cargo sets `CARGO_BIN_EXE_comfyrs` for benches as for integration tests). Needs
+//! `redis-server` (skipped without it, a failure with `COMFYRS_E2E=1`) and the tiny fixture
+//! models in `shared/fixtures/ltx2-tiny/models` beside the workspace.
 
 #[path = "../tests/queue_common/mod.rs"]
 mod queue_common;
@@ -273,6 +277,7 @@ async fn main() {
         series: &series,
         limits: Limits {
             rss_mib: 64.0,
+            min_samples: 8,
             rss_fraction: 0.3,
             fds: 32.0,
         },

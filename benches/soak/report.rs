@@ -155,7 +155,8 @@ pub fn build(i: &Inputs) -> Report {
         md,
         "\n## Memory and file descriptors\n\nFirst quarter of each process's readings is \
          warm-up; growth = mean of the last quarter minus mean of the second quarter; flagged \
-         above max({} MiB, {:.0} % of the level) RSS or {} fds.\n\n| process | pid | readings | \
+         above max({} MiB, {:.0} % of the level) RSS or {} fds; processes with fewer than half \
+         the readings of the longest-lived one (killed or started half-way) are not judged.\n\n| process | pid | readings | \
          RSS first / last / max MiB | RSS growth MiB | RSS slope MiB/min | fds first / last / max \
          | fds growth | fds slope /min | verdict |\n|---|---:|---:|---|---:|---:|---|---:|---:|---|",
         i.limits.rss_mib,
@@ -163,10 +164,17 @@ pub fn build(i: &Inputs) -> Report {
         i.limits.fds
     );
     let mut series_json = Vec::new();
+    let longest = i.series.iter().map(|s| s.samples.len()).max().unwrap_or(0);
+    let limits = Limits {
+        min_samples: i.limits.min_samples.max(longest / 2),
+        ..i.limits
+    };
     for s in i.series {
         let mut entry = s.to_json();
-        if let Some(g) = s.growth(i.limits) {
-            let verdict = if g.flags.is_empty() {
+        if let Some(g) = s.growth(limits) {
+            let verdict = if s.samples.len() < limits.min_samples.max(8) {
+                "not judged (too few readings)".to_string()
+            } else if g.flags.is_empty() {
                 "flat".to_string()
             } else {
                 g.flags.join("; ")

@@ -123,6 +123,9 @@ pub struct Series {
 pub struct Limits {
     /// Resident memory growth allowed after warm-up (MiB), and as a fraction of the level.
     pub rss_mib: f64,
+    /// Fewest readings a process needs to be judged (a process killed or started half-way
+    /// through a short run is mostly warm-up).
+    pub min_samples: usize,
     /// Fraction of the post-warm-up level that may be added on top.
     pub rss_fraction: f64,
     /// Open descriptors that may be added after warm-up.
@@ -172,7 +175,7 @@ impl Series {
         let fds_growth = mean(tail, fds) - mean(mid, fds);
         let mut flags = Vec::new();
         // Judged only with enough readings for quarters to mean anything.
-        if n >= 8 {
+        if n >= limits.min_samples.max(8) {
             let allowed = limits.rss_mib.max(limits.rss_fraction * mean(mid, mib));
             if rss_growth > allowed {
                 flags.push(format!(

@@ -1,7 +1,8 @@
-//! The verification pass after the soak: every submitted id is accounted for in its owner's
-//! `/api/jobs` (final, or still pending/running and listed), every completed job is in its
-//! owner's history with outputs, and every output downloads via `/view` with the size of the
-//! file on disk (`data/users/<name>/<type>/<subfolder>/<file>`).
+//! The verification pass after the soak: every submitted id is accounted for (in its owner's
+//! `/api/jobs`, or by `/api/jobs/{id}` for a job cancelled before it ran, which the list leaves
+//! out as ComfyUI keeps no history for it), final or still pending/running (listed), every
+//! completed job is in its owner's history with outputs, and every output downloads via `/view`
+//! with the size of the file on disk (`data/users/<name>/<type>/<subfolder>/<file>`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
