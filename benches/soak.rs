@@ -297,6 +297,7 @@ async fn main() {
             rig.logs()
         );
         drop(rig);
+        drop(users_dir);
         std::process::exit(1);
     }
 }
