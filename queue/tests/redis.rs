@@ -345,6 +345,43 @@ async fn submissions_wake_waiting_workers() {
     assert!(q.claim("w").await.unwrap().is_some());
 }
 
+/// Ids of the clients of `conn`'s server that hold a subscription.
+async fn subscribers(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter(|line| {
+            line.split(' ')
+                .any(|f| f.starts_with("sub=") && f != "sub=0")
+        })
+        .filter_map(|line| line.split(' ').next().map(String::from))
+        .collect()
+}
+
+/// The listener pings its subscription every 10 s; a subscribed connection answers
+/// `["pong", ""]`, which must count as alive, or the subscription is dropped and re-made at
+/// every ping (and the events published in between are lost).
+#[tokio::test]
+async fn the_subscription_survives_its_keep_alive_pings() {
+    let (server, _q) = fresh().await;
+    let client = redis::Client::open(server.url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let before = subscribers(&mut conn).await;
+    assert_eq!(before.len(), 1, "one subscription: {before:?}");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        subscribers(&mut conn).await,
+        before,
+        "the subscription was re-made"
+    );
+}
+
 #[tokio::test]
 async fn password_urls_work_and_wrong_passwords_fail() {
     let server = RedisServer::start_with(ServerOptions {

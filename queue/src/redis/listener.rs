@@ -127,7 +127,10 @@ impl Listener {
                     None => return,
                 },
                 _ = ping.tick() => {
-                    let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>()).await;
+                    // A subscribed RESP2 connection answers PING with `["pong", ""]`, not the
+                    // simple `PONG`: any answer in time means the link is alive.
+                    let pong =
+                        tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         return;
                     }

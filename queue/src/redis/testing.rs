@@ -88,6 +88,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The process id of the running server (`None` while killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The data folder (AOF files, `redis.log`).
     pub fn dir(&self) -> &Path {
         &self.dir
