@@ -91,5 +91,9 @@ fn a_participant_logs_in_through_the_login_page() {
     ];
     let (ok, output) = run_node("login.mjs", &args, Duration::from_secs(240));
     println!("{output}");
-    assert!(ok, "the login test failed:\n{output}\nserver log:\n{}", server.log());
+    assert!(
+        ok,
+        "the login test failed:\n{output}\nserver log:\n{}",
+        server.log()
+    );
 }

@@ -50,6 +50,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             match rx.recv().await {
                 Ok(Notice::Event(event)) => state.hub.route(&event),
                 Ok(Notice::QueueChanged) => {
+                    state.queue_view.invalidate();
                     // Coalesce bursts of changes into one status round.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     while let Ok(Notice::Event(event)) = rx.try_recv().map_err(|_| ()) {

@@ -66,6 +66,8 @@ pub struct AppState {
     pub guards: Guards,
     /// Browser sessions (`/login`).
     pub sessions: crate::sessions::Sessions,
+    /// The queue view shared by the jobs and queue routes.
+    pub queue_view: crate::eta::ViewCache,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
         Arc::new(Self {
             guards: Guards::new(&config.user_limits),
             sessions: crate::sessions::Sessions::new(config.session_policy),
+            queue_view: Default::default(),
             config,
             hub: Hub::default(),
             started: Instant::now(),

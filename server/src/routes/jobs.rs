@@ -185,7 +185,7 @@ pub fn job_item(job: &Job, position: Option<usize>, detail: bool, now: i64) -> V
 
 /// Queue positions (1 = next) of pending jobs under the current policy.
 async fn positions(state: &AppState) -> ApiResult<HashMap<String, usize>> {
-    Ok(QueueView::read(state).await?.positions)
+    Ok(QueueView::current(state).await?.positions.clone())
 }
 
 fn parse_int(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
@@ -273,7 +273,7 @@ pub async fn list(
         jobs.reverse();
     }
     let total = jobs.len();
-    let view = QueueView::read(&state).await?;
+    let view = QueueView::current(&state).await?;
     let now = engine::events::now_ms();
     let page: Vec<Value> = jobs
         .iter()
@@ -306,7 +306,7 @@ pub async fn one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let job = visible_job(&state, &scope, &id).await?;
-    let view = QueueView::read(&state).await?;
+    let view = QueueView::current(&state).await?;
     let position = view.positions.get(&job.id).copied();
     let mut item = job_item(&job, position, true, engine::events::now_ms());
     view.annotate(&mut item);
@@ -424,6 +424,7 @@ pub async fn prioritize(
         .prioritize(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    state.queue_view.invalidate();
     let position = positions(&state).await?.get(&job.id).copied();
     Ok(Json(job_item(
         &job,

@@ -194,7 +194,7 @@ async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next:
     }
     let Some(users) = state.config.users.clone() else {
         req.extensions_mut().insert(Scope::single_user());
-        return next.run(req).await;
+        return run_invalidating(&state, req, next).await;
     };
     if matches!(req.uri().path(), "/login" | "/logout") {
         return next.run(req).await;
@@ -280,7 +280,19 @@ async fn scope_layer(State(state): State<Arc<AppState>>, mut req: Request, next:
         }
     };
     req.extensions_mut().insert(scope);
-    next.run(req).await
+    run_invalidating(&state, req, next).await
+}
+
+/// Runs a request; one that may have changed the queue (not GET/HEAD) marks the shared queue
+/// view stale once it is done, so the next read shows the change without waiting for the
+/// backend's change notice.
+async fn run_invalidating(state: &AppState, req: Request, next: Next) -> Response {
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let response = next.run(req).await;
+    if changes {
+        state.queue_view.invalidate();
+    }
+    response
 }
 
 /// The user of the request's session cookie, if it names a live session.
