@@ -171,6 +171,10 @@ pub struct LimitArgs {
     /// A browser session ends after this many minutes without a request.
     #[arg(long, env = "COMFYRS_SESSION_IDLE_MINUTES", default_value_t = 120.0)]
     pub session_idle_minutes: f64,
+    /// Mark the session cookie `Secure` (browsers send it over HTTPS only): set it when a
+    /// reverse proxy terminates TLS in front of the server (with --tls-cert it is always set).
+    #[arg(long, env = "COMFYRS_COOKIE_SECURE")]
+    pub cookie_secure: bool,
 }
 
 impl LimitArgs {
@@ -180,7 +184,7 @@ impl LimitArgs {
         server::sessions::SessionPolicy {
             ttl: seconds(self.session_ttl_hours * 3600.0),
             idle: seconds(self.session_idle_minutes * 60.0),
-            secure,
+            secure: secure || self.cookie_secure,
         }
     }
 

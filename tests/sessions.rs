@@ -261,7 +261,7 @@ async fn sessions_expire_after_their_lifetime_and_after_idleness() {
 
 #[tokio::test]
 async fn browsers_go_to_the_login_page_and_cookies_do_not_work_cross_site() {
-    let server = server(&["--enable-cors-header", "*"]);
+    let server = server(&["--enable-cors-header", "*", "--cookie-secure"]);
     let page = client()
         .get(format!("{}/ann/?x=1", server.url))
         .header("accept", "text/html,application/xhtml+xml")
@@ -282,7 +282,10 @@ async fn browsers_go_to_the_login_page_and_cookies_do_not_work_cross_site() {
     );
 
     // CORS is on (any origin), yet a cookie-authenticated POST from another site is refused.
-    let cookie = session_cookie(&form_login(&server, "ann", "ann-pw-1", "").await);
+    let reply = form_login(&server, "ann", "ann-pw-1", "").await;
+    let set = reply.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set.ends_with("; Secure"), "--cookie-secure: {set}");
+    let cookie = session_cookie(&reply);
     let prompt = json!({"prompt": common::empty_image_prompt(8, 8, 0, "csrf")});
     for (name, value) in [
         ("origin", "https://evil.example"),
