@@ -14,14 +14,12 @@ use std::time::Duration;
 use anyhow::Context;
 use queue::push::protocol::{HEALTH_PATH, RUN_PATH};
 use queue::push::{FileData, Health, Line, LineReader, RunRequest, referenced_inputs, write_file};
-use queue::worker::done_event;
+use queue::worker::{BeatTimer, done_event};
 use queue::{
-    Backend, EventMessage, Job, JobEvent, JobResult, Layout, Lease, Notice, Outcome, WorkerInfo,
-    now_ms,
+    Backend, EventMessage, Job, JobEvent, JobResult, Layout, Lease, Outcome, WorkerInfo, now_ms,
 };
 use serde_json::{Value as Json, json};
-use tokio::sync::{broadcast, watch};
-use tokio::time::Instant;
+use tokio::sync::watch;
 
 /// Longest silence on a running job's stream (the endpoint sends keep-alives) before the
 /// attempt counts as lost.
@@ -30,8 +28,6 @@ const STALL: Duration = Duration::from_secs(30);
 const MAX_LINE: usize = 2 << 30;
 /// Longest pause between tries while the endpoint is unreachable or busy.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Quickest re-beat after a queue notice.
-const MIN_BEAT_GAP: Duration = Duration::from_millis(100);
 
 /// Sends jobs from `backend` to one push endpoint.
 pub struct Dispatcher {
@@ -276,7 +272,7 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        if self.record(&lease, outcome).await? {
+        if queue::worker::record_outcome(self.backend.as_ref(), &lease, outcome).await? {
             self.jobs_done += 1;
             self.backend.publish(done_event(&job)).await?;
         }
@@ -368,21 +364,6 @@ impl Dispatcher {
             tracing::warn!(job = %job.id, "could not publish an event: {e}");
         }
     }
-
-    /// Records an outcome, retrying while the backend is unreachable (up to a minute).
-    async fn record(&self, lease: &Lease, outcome: Outcome) -> queue::Result<bool> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.backend.complete(lease, outcome.clone()).await {
-                Ok(recorded) => return Ok(recorded),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!(job = %lease.job.id, "cannot record the result yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 /// Writes an output file into the server's folders (outputs and previews only).
@@ -404,25 +385,8 @@ async fn watch_lease(
     period: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Verdict {
-    let mut notices = backend.subscribe();
-    let mut next = Instant::now() + period;
-    let mut last = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = stop.changed() => return Verdict::Stopped,
-            notice = notices.recv() => match notice {
-                Ok(Notice::QueueChanged) | Err(broadcast::error::RecvError::Lagged(_))
-                    if last.elapsed() >= MIN_BEAT_GAP => {}
-                Err(broadcast::error::RecvError::Closed) => {
-                    notices = broadcast::channel(1).1;
-                    continue;
-                }
-                _ => continue,
-            },
-        }
-        last = Instant::now();
-        next = last + period;
+    let mut timer = BeatTimer::new(backend.as_ref(), period);
+    while timer.wait(&mut stop).await {
         info.last_seen = now_ms();
         if let Err(e) = backend.worker_heartbeat(&info).await {
             tracing::warn!(worker = %info.id, "worker heartbeat failed: {e}");
@@ -434,4 +398,5 @@ async fn watch_lease(
             Err(e) => tracing::warn!(job = %lease.job.id, "heartbeat failed: {e}"),
         }
     }
+    Verdict::Stopped
 }

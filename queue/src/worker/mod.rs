@@ -22,6 +22,7 @@ use crate::layout::Layout;
 use crate::now_ms;
 
 pub use exec::{done_event, execute, job_event, models_in};
+pub use run::BeatTimer;
 pub use warmup::{WarmupPrompt, warm_up};
 
 /// Reports device memory `(used, total)` in bytes, when known.
@@ -227,24 +228,25 @@ impl Worker {
             None => Ok(Round::Idle),
         }
     }
+}
 
-    /// Records how an attempt ended, retrying while the backend is unreachable (for up to a
-    /// minute: after that the lease has long expired and another worker reruns the job).
-    async fn record(
-        &self,
-        lease: &crate::job::Lease,
-        outcome: crate::job::Outcome,
-    ) -> Result<bool> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.backend.complete(lease, outcome.clone()).await {
-                Ok(recorded) => return Ok(recorded),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!(job = %lease.job.id, "cannot record the result yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
+/// Records how an attempt ended, retrying while the backend is unreachable (for up to a minute:
+/// after that the lease has long expired and another worker reruns the job). Returns false when
+/// the lease was stale.
+pub async fn record_outcome(
+    backend: &dyn Backend,
+    lease: &crate::job::Lease,
+    outcome: crate::job::Outcome,
+) -> Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match backend.complete(lease, outcome.clone()).await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(job = %lease.job.id, "cannot record the result yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            Err(e) => return Err(e),
         }
     }
 }

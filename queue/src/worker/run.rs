@@ -31,32 +31,59 @@ struct Beat {
     shutdown: watch::Receiver<bool>,
 }
 
+/// When a lease's holder beats next: `period` after the last beat, or sooner when the queue
+/// changes (a cancel request should be heard at once), at most once per [`MIN_BEAT_GAP`].
+pub struct BeatTimer {
+    notices: broadcast::Receiver<Notice>,
+    period: Duration,
+    next: Instant,
+    last: Instant,
+}
+
+impl BeatTimer {
+    /// A timer for `backend`'s notices, beating every `period`.
+    pub fn new(backend: &dyn Backend, period: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            notices: backend.subscribe(),
+            period,
+            next: now + period,
+            last: now,
+        }
+    }
+
+    /// Waits until the next beat is due; false when `stop` changed first.
+    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.next) => break,
+                _ = stop.changed() => return false,
+                notice = self.notices.recv() => match notice {
+                    Ok(Notice::QueueChanged) | Err(broadcast::error::RecvError::Lagged(_))
+                        if self.last.elapsed() >= MIN_BEAT_GAP => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.notices = broadcast::channel(1).1;
+                    }
+                    _ => {}
+                },
+            }
+        }
+        self.last = Instant::now();
+        self.next = self.last + self.period;
+        true
+    }
+}
+
 impl Beat {
     /// Beats until told to stop; returns whether the lease was lost.
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> bool {
-        let mut notices = self.backend.subscribe();
-        let mut next = Instant::now() + self.period;
-        let mut last = Instant::now();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = stop.changed() => return false,
-                notice = notices.recv() => match notice {
-                    Ok(Notice::QueueChanged) | Err(broadcast::error::RecvError::Lagged(_))
-                        if last.elapsed() >= MIN_BEAT_GAP => {}
-                    Err(broadcast::error::RecvError::Closed) => {
-                        notices = broadcast::channel(1).1;
-                        continue;
-                    }
-                    _ => continue,
-                },
-            }
-            last = Instant::now();
-            next = last + self.period;
+        let mut timer = BeatTimer::new(self.backend.as_ref(), self.period);
+        while timer.wait(&mut stop).await {
             if self.beat().await {
                 return true;
             }
         }
+        false
     }
 
     /// One heartbeat; returns whether the lease is lost.
@@ -148,7 +175,7 @@ impl Worker {
         if lost {
             return Ok(());
         }
-        if self.record(&lease, outcome).await? {
+        if super::record_outcome(self.backend.as_ref(), &lease, outcome).await? {
             self.jobs_done += 1;
             self.backend.publish(done_event(&job)).await?;
         }
