@@ -8,20 +8,15 @@
 //! region as the bucket gets its ~45 GB much faster than from the hub, and without a hub token.
 
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use super::hub::{Remote, hash_prefix};
+use super::hub::Remote;
 use super::manifest::{Entry, is_sha256};
+use super::partial::{self, Failure, Partial, Transfer};
 use crate::storage::{self, Location};
-
-/// Attempts per file before a download is given up (each resumes where the last stopped).
-const MAX_ATTEMPTS: u32 = 6;
 
 /// A models mirror under an `s3://` prefix (or a local folder with the same layout).
 pub struct Bucket {
@@ -91,37 +86,10 @@ impl Bucket {
         bar: &ProgressBar,
     ) -> anyhow::Result<String> {
         let location = self.location(entry);
-        let mut hasher = Sha256::new();
-        let mut have = hash_prefix(partial, &mut hasher, size).await?;
-        bar.set_position(have);
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(partial)
-            .await
-            .with_context(|| format!("opening {}", partial.display()))?;
-        let mut failures = 0;
-        while size != Some(have) {
-            match append_from(&location, &mut file, &mut have, &mut hasher, bar).await {
-                Ok(()) if size.is_none_or(|s| s == have) => break,
-                Ok(()) if size.is_some_and(|s| have > s) => {
-                    bail!("{location} sent {have} bytes, more than the expected {size:?}")
-                }
-                Ok(()) => tracing::warn!(%location, have, "the download ended early; resuming"),
-                Err(e) => tracing::warn!(%location, have, "download interrupted: {e:#}; resuming"),
-            }
-            failures += 1;
-            if failures >= MAX_ATTEMPTS {
-                bail!(
-                    "{location}: download interrupted {failures} times (have {have} bytes; run \
-                     again to resume)"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250 << failures.min(5))).await;
-        }
-        file.flush().await?;
-        file.sync_all().await?;
-        Ok(hex::encode(hasher.finalize()))
+        partial::download(partial, size, &location.to_string(), bar, async |to| {
+            append_from(&location, to, bar).await
+        })
+        .await
     }
 
     /// Uploads the local file `path` as `entry` with its sidecar, unless the mirror already holds
@@ -149,21 +117,18 @@ impl Bucket {
     }
 }
 
-/// Appends the bytes of `location` from offset `have` to `file`.
+/// Appends the bytes of `location` from the partial's end to it (every failure is worth another
+/// try from where it stopped).
 async fn append_from(
     location: &Location,
-    file: &mut tokio::fs::File,
-    have: &mut u64,
-    hasher: &mut Sha256,
+    to: &mut Partial,
     bar: &ProgressBar,
-) -> anyhow::Result<()> {
-    let mut stream = storage::read_from(location, *have).await?;
+) -> Result<Transfer, Failure> {
+    let mut stream = storage::read_from(location, to.have())
+        .await
+        .map_err(Failure::Transient)?;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        file.write_all(&chunk).await.context("writing")?;
-        hasher.update(&chunk);
-        *have += chunk.len() as u64;
-        bar.inc(chunk.len() as u64);
+        to.append(&chunk.map_err(Failure::Transient)?, bar).await?;
     }
-    Ok(())
+    Ok(Transfer::Complete)
 }

@@ -17,15 +17,12 @@ use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, HeaderMap, RANGE};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::manifest::{Entry, is_sha256};
+use super::partial::{self, Failure, Partial, Transfer};
 
 /// The public hub, used when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
-/// Attempts per file before a download is given up (each resumes where the last stopped).
-const MAX_ATTEMPTS: u32 = 6;
 
 /// A hub client.
 pub struct Hub {
@@ -149,69 +146,22 @@ impl Hub {
         size: Option<u64>,
         bar: &ProgressBar,
     ) -> anyhow::Result<String> {
-        let mut hasher = Sha256::new();
-        let mut have = hash_prefix(partial, &mut hasher, size).await?;
-        bar.set_position(have);
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(partial)
-            .await
-            .with_context(|| format!("opening {}", partial.display()))?;
-        let mut failures = 0;
-        loop {
-            if size == Some(have) {
-                break;
-            }
-            match self
-                .transfer(entry, &mut file, &mut have, &mut hasher, bar)
-                .await
-            {
-                Ok(Transfer::Complete) if size.is_none_or(|s| s == have) => break,
-                Ok(Transfer::Complete) if size.is_some_and(|s| have > s) => {
-                    bail!("the hub sent {have} bytes, more than the expected {size:?}")
-                }
-                Ok(Transfer::Complete) => {
-                    tracing::warn!(
-                        file = entry.file,
-                        have,
-                        "the download ended early; resuming"
-                    )
-                }
-                Ok(Transfer::Restarted) => continue,
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(e)) => {
-                    tracing::warn!(
-                        file = entry.file,
-                        have,
-                        "download interrupted: {e:#}; resuming"
-                    )
-                }
-            }
-            failures += 1;
-            if failures >= MAX_ATTEMPTS {
-                bail!(
-                    "download interrupted {failures} times (have {have} bytes; run again to resume)"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250 << failures.min(5))).await;
-        }
-        file.flush().await?;
-        file.sync_all().await?;
-        Ok(hex::encode(hasher.finalize()))
+        partial::download(partial, size, &entry.file, bar, async |to| {
+            self.transfer(entry, to, bar).await
+        })
+        .await
     }
 
-    /// One GET from offset `have`, appending to `file`.
+    /// One GET from the partial's end, appending to it.
     async fn transfer(
         &self,
         entry: &Entry,
-        file: &mut tokio::fs::File,
-        have: &mut u64,
-        hasher: &mut Sha256,
+        to: &mut Partial,
         bar: &ProgressBar,
     ) -> Result<Transfer, Failure> {
+        let have = to.have();
         let mut request = self.authorized(self.client.get(self.url(entry)));
-        if *have > 0 {
+        if have > 0 {
             request = request.header(RANGE, format!("bytes={have}-"));
         }
         let mut response = request
@@ -223,19 +173,19 @@ impl Hub {
             StatusCode::PARTIAL_CONTENT => {
                 let start = header_str(response.headers(), CONTENT_RANGE.as_str())
                     .and_then(content_range_start);
-                if start != Some(*have) {
-                    restart(file, have, hasher, bar).await?;
+                if start != Some(have) {
+                    to.restart(bar).await?;
                     return Ok(Transfer::Restarted);
                 }
             }
-            StatusCode::OK if *have > 0 => {
+            StatusCode::OK if have > 0 => {
                 // The server ignored the range: start over.
-                restart(file, have, hasher, bar).await?;
+                to.restart(bar).await?;
                 return Ok(Transfer::Restarted);
             }
             StatusCode::OK => {}
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                restart(file, have, hasher, bar).await?;
+                to.restart(bar).await?;
                 return Ok(Transfer::Restarted);
             }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
@@ -251,68 +201,9 @@ impl Hub {
             let Some(chunk) = chunk else {
                 return Ok(Transfer::Complete);
             };
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| Failure::Fatal(anyhow::Error::new(e).context("writing")))?;
-            hasher.update(&chunk);
-            *have += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
+            to.append(&chunk, bar).await?;
         }
     }
-}
-
-enum Transfer {
-    Complete,
-    Restarted,
-}
-
-enum Failure {
-    Fatal(anyhow::Error),
-    Transient(anyhow::Error),
-}
-
-async fn restart(
-    file: &mut tokio::fs::File,
-    have: &mut u64,
-    hasher: &mut Sha256,
-    bar: &ProgressBar,
-) -> Result<(), Failure> {
-    file.set_len(0)
-        .await
-        .map_err(|e| Failure::Fatal(anyhow::Error::new(e).context("truncating")))?;
-    bar.set_position(bar.position().saturating_sub(*have));
-    *have = 0;
-    *hasher = Sha256::new();
-    Ok(())
-}
-
-/// Hashes what `partial` already holds (0 when absent) and returns its length; a partial longer
-/// than the expected size is discarded.
-pub(super) async fn hash_prefix(
-    partial: &Path,
-    hasher: &mut Sha256,
-    size: Option<u64>,
-) -> anyhow::Result<u64> {
-    let mut file = match tokio::fs::File::open(partial).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", partial.display())),
-    };
-    let len = file.metadata().await?.len();
-    if size.is_some_and(|s| len > s) {
-        drop(file);
-        tokio::fs::remove_file(partial).await?;
-        return Ok(0);
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(len)
 }
 
 /// The sha256 of a whole file, advancing `bar` by the bytes read.
@@ -321,15 +212,7 @@ pub async fn sha256_file(path: &Path, bar: &ProgressBar) -> anyhow::Result<Strin
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bar.inc(n as u64);
-    }
+    partial::hash_reader(&mut file, &mut hasher, |n| bar.inc(n)).await?;
     Ok(hex::encode(hasher.finalize()))
 }
 

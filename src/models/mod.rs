@@ -14,6 +14,7 @@
 mod bucket;
 mod hub;
 mod manifest;
+mod partial;
 
 use std::path::{Path, PathBuf};
 
