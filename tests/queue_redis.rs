@@ -25,19 +25,6 @@ fn server_flags() -> Vec<String> {
     flags
 }
 
-/// Waits until the server lists `n` live workers.
-async fn wait_workers(client: &Client, n: usize) {
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let workers = client.get("/api/workers").await;
-        if workers.as_array().map(Vec::len) == Some(n) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "workers: {workers}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The worker process whose id names `worker_id` (ids are `<host>-<device>-<pid>-<tag>`).
 fn owner<'a>(workers: &'a mut [Proc], worker_id: &str) -> (usize, &'a mut Proc) {
     workers
@@ -70,7 +57,7 @@ async fn a_job_whose_worker_is_killed_completes_on_the_other_worker() {
         start_worker(base.path(), &redis.url(), "worker-a", &queue_flags()),
         start_worker(base.path(), &redis.url(), "worker-b", &queue_flags()),
     ];
-    wait_workers(&client, 2).await;
+    client.wait_workers(2, LONG).await;
     let id = client.submit(workload(4_000, 40, 7, "killed"), None).await;
     let running = client
         .wait_job(&id, LONG, |j| j["status"] == "in_progress")
@@ -123,7 +110,7 @@ async fn a_stale_worker_cannot_overwrite_a_job_finished_elsewhere() {
         start_worker(base.path(), &redis.url(), "worker-a", &queue_flags()),
         start_worker(base.path(), &redis.url(), "worker-b", &queue_flags()),
     ];
-    wait_workers(&client, 2).await;
+    client.wait_workers(2, LONG).await;
     let id = client.submit(workload(3_000, 30, 8, "stale"), None).await;
     let running = client
         .wait_job(&id, LONG, |j| j["status"] == "in_progress")
@@ -251,7 +238,7 @@ async fn cancel_pending_and_running_jobs_and_prioritise_one() {
     let as_ann = Client::new(&serve.url, Some(&ann));
     let as_bob = Client::new(&serve.url, Some(&bob));
     let as_admin = Client::new(&serve.url, Some(&admin));
-    wait_workers(&as_admin, 1).await;
+    as_admin.wait_workers(1, LONG).await;
     let long = as_ann.submit(workload(20_000, 200, 1, "long"), None).await;
     as_ann
         .wait_job(&long, LONG, |j| j["status"] == "in_progress")
@@ -355,7 +342,7 @@ async fn twenty_users_two_jobs_each_on_two_workers_under_each_policy() {
         start_worker(base.path(), &redis.url(), "worker-a", &queue_flags()),
         start_worker(base.path(), &redis.url(), "worker-b", &queue_flags()),
     ];
-    wait_workers(&as_admin, 2).await;
+    as_admin.wait_workers(2, LONG).await;
     let mut report = Vec::new();
     for (round, policy) in ["round_robin", "fifo"].into_iter().enumerate() {
         let (status, _) = as_admin

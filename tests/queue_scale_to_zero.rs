@@ -14,18 +14,6 @@ use queue_common::{
 
 const LONG: Duration = Duration::from_secs(60);
 
-async fn wait_workers(client: &Client, n: usize) {
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let workers = client.get("/api/workers").await;
-        if workers.as_array().map(Vec::len) == Some(n) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "workers: {workers}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_worker_exits_and_a_new_one_picks_up_the_next_job() {
     if !redis_ready() {
@@ -41,7 +29,7 @@ async fn an_idle_worker_exits_and_a_new_one_picks_up_the_next_job() {
     worker_flags.extend(["--exit-when-idle".into(), "1.5".into()]);
 
     let mut first = start_worker(base.path(), &redis.url(), "worker-first", &worker_flags);
-    wait_workers(&client, 1).await;
+    client.wait_workers(1, LONG).await;
     let id = client.submit(workload(300, 3, 1, "zero/one"), None).await;
     let done = client
         .wait_job(&id, LONG, |j| j["status"] == "completed")
@@ -56,7 +44,7 @@ async fn an_idle_worker_exits_and_a_new_one_picks_up_the_next_job() {
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("the idle worker did not exit:\n{}", first.log()));
     assert!(status.success(), "{status:?}\n{}", first.log());
-    wait_workers(&client, 0).await;
+    client.wait_workers(0, LONG).await;
 
     // No worker: the job waits, with a position but no ETA.
     let id = client.submit(workload(300, 3, 2, "zero/two"), None).await;
@@ -141,7 +129,7 @@ async fn a_worker_is_ready_only_after_its_warm_up_and_a_failed_warm_up_stops_it(
     assert_eq!(client.get("/api/workers").await, serde_json::json!([]));
     let pending = client.get(&format!("/api/jobs/{id}")).await;
     assert_eq!(pending["status"], "pending", "{pending}");
-    wait_workers(&client, 1).await;
+    client.wait_workers(1, LONG).await;
     client
         .wait_job(&id, LONG, |j| j["status"] == "completed")
         .await;

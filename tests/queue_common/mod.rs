@@ -306,6 +306,19 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Polls `/api/workers` until the server lists `n` live workers (panics after `timeout`).
+    pub async fn wait_workers(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let workers = self.get("/api/workers").await;
+            if workers.as_array().map(Vec::len) == Some(n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "workers: {workers}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// A prompt running `DevWorkload` for `ms` milliseconds in `steps` steps, saving its image with
