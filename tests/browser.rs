@@ -14,14 +14,19 @@ use std::time::Duration;
 use common::browser::{browser_ready, chromium, run_node};
 use common::{Server, ServerOptions, TestUser, e2e_ready, installed_frontend};
 
-#[test]
-fn frontend_runs_a_workflow_and_keeps_users_apart() {
-    let ready = browser_ready()
+/// Chromium and the installed frontend are there (skipped without them, failed under
+/// COMFYRS_E2E=1).
+fn frontend_ready() -> bool {
+    browser_ready()
         && e2e_ready(
             "the ComfyUI frontend (data/frontend)",
             installed_frontend().is_some(),
-        );
-    if !ready {
+        )
+}
+
+#[test]
+fn frontend_runs_a_workflow_and_keeps_users_apart() {
+    if !frontend_ready() {
         return;
     }
     let server = Server::start(ServerOptions {
@@ -68,12 +73,7 @@ fn frontend_runs_a_workflow_and_keeps_users_apart() {
 
 #[test]
 fn a_participant_logs_in_through_the_login_page() {
-    let ready = browser_ready()
-        && e2e_ready(
-            "the ComfyUI frontend (data/frontend)",
-            installed_frontend().is_some(),
-        );
-    if !ready {
+    if !frontend_ready() {
         return;
     }
     let server = Server::start(ServerOptions {

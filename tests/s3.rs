@@ -387,21 +387,23 @@ async fn a_models_mirror_is_pushed_to_and_pulled_from_s3() {
     let source = tempfile::tempdir().unwrap();
     let (manifest, files) = models_folder(source.path());
     let mirror = format!("s3://{BUCKET}/mirror");
-    let models = |dir: &tempfile::TempDir| dir.path().join("models").display().to_string();
-
-    let out = comfyrs_with(
-        &[
+    // `comfyrs models <command> --manifest M --models-dir <dir>/models <flag> <place>`
+    let models = |command: &str, dir: &tempfile::TempDir, flag: &str, place: &str| {
+        let folder = dir.path().join("models").display().to_string();
+        let args = [
             "models",
-            "push",
+            command,
             "--manifest",
             &manifest,
             "--models-dir",
-            &models(&source),
-            "--to",
-            &mirror,
-        ],
-        &env,
-    );
+            &folder,
+            flag,
+            place,
+        ];
+        comfyrs_with(&args, &env)
+    };
+
+    let out = models("push", &source, "--to", &mirror);
     succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
@@ -422,19 +424,7 @@ async fn a_models_mirror_is_pushed_to_and_pulled_from_s3() {
         "{listed:?}"
     );
     // Pushing again uploads nothing.
-    let out = comfyrs_with(
-        &[
-            "models",
-            "push",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models(&source),
-            "--to",
-            &mirror,
-        ],
-        &env,
-    );
+    let out = models("push", &source, "--to", &mirror);
     succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
@@ -452,21 +442,7 @@ async fn a_models_mirror_is_pushed_to_and_pulled_from_s3() {
         &files[0].1[..3 << 20],
     )
     .unwrap();
-    let pull = |dir: &tempfile::TempDir| {
-        comfyrs_with(
-            &[
-                "models",
-                "pull",
-                "--manifest",
-                &manifest,
-                "--models-dir",
-                &models(dir),
-                "--from",
-                &mirror,
-            ],
-            &env,
-        )
-    };
+    let pull = |dir: &tempfile::TempDir| models("pull", dir, "--from", &mirror);
     succeeded(&pull(&fresh));
     for (path, bytes) in &files {
         assert_eq!(
@@ -502,18 +478,11 @@ async fn a_models_mirror_is_pushed_to_and_pulled_from_s3() {
     );
 
     // A missing mirror object and a corrupt local file are named with the reason.
-    let out = comfyrs_with(
-        &[
-            "models",
-            "pull",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models(&other),
-            "--from",
-            &format!("s3://{BUCKET}/elsewhere"),
-        ],
-        &env,
+    let out = models(
+        "pull",
+        &other,
+        "--from",
+        &format!("s3://{BUCKET}/elsewhere"),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -527,19 +496,7 @@ async fn a_models_mirror_is_pushed_to_and_pulled_from_s3() {
         b"corrupted",
     )
     .unwrap();
-    let out = comfyrs_with(
-        &[
-            "models",
-            "push",
-            "--manifest",
-            &manifest,
-            "--models-dir",
-            &models(&source),
-            "--to",
-            &mirror,
-        ],
-        &env,
-    );
+    let out = models("push", &source, "--to", &mirror);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("camera.safetensors") && err.contains("not uploaded"),
